@@ -1,0 +1,1 @@
+"""Where generation runs: engine backends, the Ray actors hosting them, routing and retries."""

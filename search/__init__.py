@@ -1,0 +1,1 @@
+"""The search tree: steps, expansion, rollouts, Monte Carlo values and labeling strategies."""

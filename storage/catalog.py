@@ -1,0 +1,160 @@
+"""DuckDB views over the committed Parquet files of every run: query a data root with SQL, get Arrow back.
+
+One view per table in ``schemas.TABLES``, each ``read_parquet([absolute paths], union_by_name=true)`` over the
+files the run manifests list (so uncommitted files are never read); a table with no files yet is an empty
+view with the schema's columns, so queries do not depend on what has been written so far.
+
+Locking. A DuckDB file admits one read-write process or several read-only ones, and a reader cannot open it
+while a writer holds it. So queries never touch ``catalog.duckdb``: they run on a private in-memory connection
+(``Catalog.con``) holding the same views. ``refresh()`` also saves the views into ``root/catalog.duckdb``, for
+notebooks and the ``duckdb`` CLI, by attaching the file only for the few milliseconds of the write; if another
+process holds it (say an open CLI session), saving is retried briefly and then skipped with a warning,
+while queries through this object still see fresh views. Nothing ever waits on or crashes over that file.
+
+A ``Catalog`` is a snapshot as of its last ``refresh()`` (run on open). Its connection is not for concurrent
+use from several threads: give each thread its own ``Catalog``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from storage.layout import DEFAULT_ROOT, RunPaths, run_ids
+from storage.manifest import Manifest, run_files
+from storage.schemas import TABLES
+
+CATALOG_FILE = "catalog.duckdb"
+PERSIST_ATTEMPTS = 5  # tries to attach catalog.duckdb when another process holds its lock
+PERSIST_BACKOFF_S = 0.05  # first wait between tries; doubles each time (0.05 + 0.1 + 0.2 + 0.4 s in all)
+_PERSISTED = "persisted"  # alias of catalog.duckdb while attached
+
+
+class Catalog:
+    """SQL over a data root.
+
+    >>> with Catalog(root) as cat:  # doctest: +SKIP
+    ...     cat.sql("SELECT problem_id, avg(value) FROM step_labels GROUP BY 1", run_id="run-1")
+    """
+
+    def __init__(self, root: Path | str = DEFAULT_ROOT, *, save: bool = True) -> None:
+        """``save=False`` never writes ``catalog.duckdb`` (for a read-only or shared data root)."""
+        self.root = Path(root).absolute()
+        self.save = save
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as they were written
+        self._empty = {name: _empty_select(self.con, schema) for name, schema in TABLES.items()}
+        self._run_rows: dict[str, dict[str, int]] = {}
+        self._run_shards: dict[str, int] = {}
+        self.refresh()
+
+    @property
+    def path(self) -> Path:
+        return self.root / CATALOG_FILE
+
+    def refresh(self) -> bool:
+        """Rebuild the views from the manifests of all runs; ``True`` if ``catalog.duckdb`` was saved too."""
+        files: dict[str, list[Path]] = {}
+        self._run_rows, self._run_shards = {}, {}
+        for rid in run_ids(self.root):
+            paths = RunPaths(self.root, rid)
+            manifest = Manifest.load(paths)
+            for table, table_files in run_files(paths, manifest).items():
+                files.setdefault(table, []).extend(table_files)
+            self._run_rows[rid] = manifest.rows()
+            self._run_shards[rid] = len(manifest.shards)
+        views = {name: self._view_body(name, files.get(name, [])) for name in TABLES}
+        self._create_views(views, "main")
+        return self.save and self._persist(views)
+
+    def sql(self, query: str, run_id: str | None = None, params: list | dict | None = None) -> pa.Table:
+        """Run ``query`` and return its result as an Arrow table.
+
+        With ``run_id``, the table names in ``query`` mean that run's rows only: temporary views of the same
+        names, read from the run's current manifest, shadow the global views for the duration of the call.
+        """
+        if run_id is None:
+            return self.con.sql(query, params=params).to_arrow_table()
+        files = run_files(RunPaths(self.root, run_id), Manifest.load(RunPaths(self.root, run_id)))
+        self._create_views({name: self._view_body(name, files.get(name, [])) for name in TABLES}, None)
+        try:
+            return self.con.sql(query, params=params).to_arrow_table()
+        finally:
+            for name in TABLES:
+                self.con.execute(f"DROP VIEW IF EXISTS temp.main.{name}")
+
+    def runs(self) -> pa.Table:
+        """One row per run: status, model, engine, times, config hash, shard count and committed rows per table.
+
+        Row counts come from the manifests (no Parquet file is scanned). Runs that have committed shards but
+        no ``runs`` row yet appear with a null status.
+        """
+        counted = [name for name in TABLES if name != "runs"]
+        rids = sorted(self._run_rows)
+        counts = pa.table(
+            {"run_id": pa.array(rids, pa.string()), "n_shards": pa.array([self._run_shards[r] for r in rids], pa.int64())}
+            | {f"rows_{t}": pa.array([self._run_rows[r].get(t, 0) for r in rids], pa.int64()) for t in counted}
+        )
+        self.con.register("_run_counts", counts)
+        try:
+            return self.con.sql(
+                "SELECT run_id, r.status, r.model, r.engine, r.started_at, r.finished_at, r.config_hash, "
+                "coalesce(c.n_shards, 0) AS n_shards, "
+                + ", ".join(f"coalesce(c.rows_{t}, 0) AS rows_{t}" for t in counted)
+                + " FROM _run_counts c FULL OUTER JOIN runs r USING (run_id) ORDER BY r.started_at NULLS LAST, run_id"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("_run_counts")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _view_body(self, table: str, files: list[Path]) -> str:
+        if not files:
+            return self._empty[table]
+        paths = ", ".join(_quote(str(p)) for p in files)
+        return f"SELECT * FROM read_parquet([{paths}], union_by_name = true)"
+
+    def _create_views(self, views: dict[str, str], database: str | None) -> None:
+        """Create or replace ``views`` in ``database``, or as temporary views where ``database`` is None."""
+        prefix = "TEMPORARY VIEW " if database is None else f"VIEW {database}."
+        for name, body in views.items():
+            self.con.execute(f"CREATE OR REPLACE {prefix}{name} AS {body}")
+
+    def _persist(self, views: dict[str, str]) -> bool:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for attempt in range(PERSIST_ATTEMPTS):
+            try:
+                self.con.execute(f"ATTACH {_quote(str(self.path))} AS {_PERSISTED}")
+                break
+            except duckdb.OperationalError:  # IOException (other process) or ResourceInUse (this one)
+                time.sleep(PERSIST_BACKOFF_S * 2**attempt)
+        else:
+            warnings.warn(f"{self.path} is locked by another process; its views were not updated", stacklevel=3)
+            return False
+        try:
+            self._create_views(views, _PERSISTED)
+        finally:
+            self.con.execute(f"DETACH {_PERSISTED}")
+        return True
+
+
+def _empty_select(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
+    """A query with ``schema``'s columns and no rows (DuckDB types derived from the Arrow schema)."""
+    types = con.from_arrow(schema.empty_table()).types
+    columns = ", ".join(f'CAST(NULL AS {t}) AS "{f.name}"' for f, t in zip(schema, types, strict=True))
+    return f"SELECT {columns} LIMIT 0"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

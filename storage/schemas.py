@@ -1,0 +1,171 @@
+"""Explicit Arrow schemas of every table; every row carries ``run_id``.
+
+Writers cast to these schemas, so a wrong type fails at write time rather than in a reader months later.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+RUNS = pa.schema([
+    ("run_id", pa.string()),
+    ("config_json", pa.string()),
+    ("config_hash", pa.string()),
+    ("code_version", pa.string()),
+    ("model", pa.string()),
+    ("engine", pa.string()),
+    ("started_at", pa.timestamp("us", tz="UTC")),
+    ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("status", pa.string()),  # running | finished | failed
+    ("stats_json", pa.string()),  # summary counters (problems, rollouts, tokens, wall time)
+])
+
+PROBLEMS = pa.schema([
+    ("run_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("source", pa.string()),
+    ("question", pa.string()),
+    ("gold_answer", pa.string()),
+    ("meta_json", pa.string()),
+])
+
+SOLUTIONS = pa.schema([
+    ("run_id", pa.string()),
+    ("solution_id", pa.string()),  # the leaf node id of the solution's path
+    ("problem_id", pa.string()),
+    ("sample_index", pa.int32()),
+    ("text", pa.string()),
+    ("n_steps", pa.int32()),
+    ("n_tokens", pa.int32()),
+    ("finish_reason", pa.string()),
+    ("answer", pa.string()),
+    ("correct", pa.bool_()),
+    ("node_ids", pa.list_(pa.string())),  # the path, first step first
+    ("first_error", pa.int32()),  # 0-based index of the first step labeled bad; -1 if none; null if unknown
+    ("true_first_error", pa.int32()),  # ground truth where known (sim engine, ProcessBench); else null
+])
+
+NODES = pa.schema([
+    ("run_id", pa.string()),
+    ("node_id", pa.string()),
+    ("parent_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("depth", pa.int32()),
+    ("text", pa.string()),
+    ("n_tokens", pa.int32()),
+    ("terminal", pa.bool_()),
+    ("answer", pa.string()),
+    ("outcome_correct", pa.bool_()),
+    ("origin", pa.string()),  # sample | rollout | given
+    ("n", pa.int32()),  # rollouts taken from this node
+    ("n_correct", pa.int32()),
+    ("value", pa.float64()),  # MC value n_correct / n; null if no rollouts
+])
+
+ROLLOUTS = pa.schema([
+    ("run_id", pa.string()),
+    ("request_key", pa.string()),
+    ("node_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("rollout_index", pa.int32()),
+    ("text", pa.string()),
+    ("n_tokens", pa.int32()),
+    ("finish_reason", pa.string()),
+    ("answer", pa.string()),
+    ("correct", pa.bool_()),
+])
+
+STEP_LABELS = pa.schema([
+    ("run_id", pa.string()),
+    ("node_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("strategy", pa.string()),  # linear | binary | adaptive | mcts | given
+    ("n", pa.int32()),
+    ("n_correct", pa.int32()),
+    ("value", pa.float64()),
+    ("hard", pa.bool_()),  # Math-Shepherd HE: value > 0
+    ("soft", pa.float64()),  # Math-Shepherd SE: the value itself
+    ("label_source", pa.string()),  # mc | inferred (e.g. before a found error) | arith | consensus ...
+])
+
+REJECTS = pa.schema([
+    ("run_id", pa.string()),
+    ("stage", pa.string()),  # load | generate | label | mine ...
+    ("source", pa.string()),  # file name and line, or problem id
+    ("row", pa.string()),  # the raw row as text (truncated), so nothing is lost silently
+    ("reason", pa.string()),
+])
+
+TABLES: dict[str, pa.Schema] = {
+    "runs": RUNS,
+    "problems": PROBLEMS,
+    "solutions": SOLUTIONS,
+    "nodes": NODES,
+    "rollouts": ROLLOUTS,
+    "step_labels": STEP_LABELS,
+    "rejects": REJECTS,
+}
+
+TRACES = pa.schema([
+    ("run_id", pa.string()),
+    ("trace_id", pa.string()),  # hash of kind + node ids used, so re-mining the same tree gives the same id
+    ("problem_id", pa.string()),
+    ("kind", pa.string()),  # shortest | backtrack | journey
+    ("text", pa.string()),  # "".join(segments)
+    ("n_tokens", pa.int32()),  # tokens of the steps used (reflections not counted); 0 where unknown
+    ("segments", pa.list_(pa.string())),  # steps and reflections in trace order
+    ("segment_kinds", pa.list_(pa.string())),  # step | wrong | reflection, one per segment
+    ("node_ids", pa.list_(pa.string())),  # node per segment; "" for reflections
+    ("wrong_positions", pa.list_(pa.int32())),  # segment indices of the wrong steps
+    ("wrong_char_starts", pa.list_(pa.int32())),  # character span of each wrong step in ``text``
+    ("wrong_char_ends", pa.list_(pa.int32())),
+    ("answer", pa.string()),
+    ("mode", pa.string()),  # verified | answer-only (which solutions were eligible)
+    ("median_correct_tokens", pa.float64()),  # shortest: median tokens of the problem's correct solutions
+    ("length_ratio", pa.float64()),  # shortest: n_tokens / median_correct_tokens
+    ("seed", pa.int64()),
+])
+
+PRM_DATASET = pa.schema([
+    ("run_id", pa.string()),
+    ("example_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("source_id", pa.string()),  # the solution id the steps came from
+    ("prompt", pa.string()),  # the question text (trainers apply their own template)
+    ("completions", pa.list_(pa.string())),  # one entry per step, delimiter stripped
+    ("labels", pa.list_(pa.bool_())),  # hard labels (Math-Shepherd HE)
+    ("soft_labels", pa.list_(pa.float64())),  # MC values (SE)
+    ("first_error", pa.int32()),  # index of the first bad step, -1 if none
+    ("truncated", pa.bool_()),  # steps after the first error were dropped
+])
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+SFT_DATASET = pa.schema([
+    ("run_id", pa.string()),
+    ("example_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("trace_id", pa.string()),
+    ("kind", pa.string()),  # the trace kind it came from
+    ("prompt", pa.string()),
+    ("completion", pa.string()),
+    ("messages", pa.list_(MESSAGE)),  # [{"role": "user"}, {"role": "assistant"}]
+])
+
+FILTERED = pa.schema([
+    ("run_id", pa.string()),
+    ("table_name", pa.string()),  # the table the row was dropped from
+    ("row_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("filter", pa.string()),  # exact_dup | near_dup | contamination | per_problem_cap
+    ("reason", pa.string()),  # human-readable detail (duplicate of which row, which eval set, ...)
+    ("kept_id", pa.string()),  # the row it duplicates, where there is one
+    ("row_json", pa.string()),  # the dropped row, so nothing is lost silently
+])
+
+TABLES.update({
+    "traces": TRACES,
+    "prm_dataset": PRM_DATASET,
+    "sft_dataset": SFT_DATASET,
+    "filtered": FILTERED,
+})

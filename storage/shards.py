@@ -1,0 +1,122 @@
+"""Exactly-once shard commits: stage, fsync, rename into place, then record in the manifest.
+
+A *shard* is a named unit of output (e.g. ``problems-000042``: every table row produced for one batch of
+problems). ``commit`` writes each of its tables to ``root/staging/``, renames the files to
+``runs/<run_id>/<table>/<shard_name>.parquet`` and only then adds the shard to the manifest. Why this is
+exactly-once and why readers never see partial output:
+
+- a shard already in the manifest is skipped, so a resumed run re-submitting finished work writes nothing;
+- a crash before the manifest update leaves the shard uncommitted; committing it again renames onto the same
+  deterministic file names, so the stray files are overwritten, never duplicated;
+- readers (``Catalog``, ``committed_files``) list files from the manifest, never by globbing, so stray files
+  are invisible to them; a new ``ShardWriter`` also deletes them (under the run lock) so that external
+  tools globbing ``runs/*/<table>/*.parquet`` see only committed data once a run is resumed or finished.
+
+Manifest updates hold an ``flock`` on ``runs/<run_id>/.lock``, so several writers of one run on one host
+(threads or processes) can commit concurrently; staging is per writer, so their files never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+
+from storage.layout import RunPaths, check_name, locked, replace_synced, write_parquet_synced
+from storage.manifest import Manifest, committed_shards
+from storage.schemas import TABLES
+from storage.tables import Rows, SchemaError, conform
+
+__all__ = ["ShardWriter", "committed_shards"]
+
+
+class ShardWriter:
+    """Commits shards of one run under a data root.
+
+    >>> with ShardWriter(root, "run-1") as w:  # doctest: +SKIP
+    ...     w.commit("batch-0000", {"problems": [{"problem_id": "p1", "question": "1+1?"}]})
+    True
+    """
+
+    def __init__(self, root: Path | str, run_id: str) -> None:
+        self.paths = RunPaths(Path(root), run_id)
+        self._staging = self.paths.new_staging_dir()
+        with locked(self.paths.lock):
+            self._sweep()
+
+    @property
+    def run_id(self) -> str:
+        return self.paths.run_id
+
+    def committed(self) -> set[str]:
+        return committed_shards(self.paths.root, self.run_id)
+
+    def commit(self, shard_name: str, tables: dict[str, Rows]) -> bool:
+        """Write every table of the shard and commit it; ``False`` (nothing written) if already committed.
+
+        Rows are cast to the tables' schemas first (``SchemaError`` before any file is touched). Tables with
+        no rows get no file; a shard with no rows at all is still recorded, so a resume skips it.
+        """
+        check_name("shard name", shard_name)
+        if shard_name in self.committed():
+            return False
+        if "runs" in tables:
+            raise SchemaError("the runs table is not written in shards; use storage.runs (start_run, finish_run)")
+        conformed = {name: conform(name, rows, self.run_id) for name, rows in tables.items()}
+        staged = {name: self._stage(name, shard_name, t) for name, t in conformed.items() if t.num_rows}
+        with locked(self.paths.lock):
+            manifest = Manifest.load(self.paths)
+            if shard_name in manifest.shards:  # another writer committed it while we were staging
+                for path in staged.values():
+                    path.unlink()
+                return False
+            for name in TABLES.keys() - staged.keys():  # strays of an earlier crashed attempt at this shard
+                self.paths.shard_file(name, shard_name).unlink(missing_ok=True)
+            for name, path in staged.items():
+                replace_synced(path, self.paths.shard_file(name, shard_name))
+            manifest.add(shard_name, {name: conformed[name].num_rows for name in staged}, self.paths)
+            manifest.save(self.paths)
+        return True
+
+    def write_rows(self, table: str, shard_name: str, rows: Rows) -> bool:
+        """Commit a shard holding one table only (e.g. a file of rejects); see ``commit``."""
+        return self.commit(shard_name, {table: rows})
+
+    def close(self) -> None:
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _stage(self, table: str, shard_name: str, data: pa.Table) -> Path:
+        path = self._staging / table / f"{shard_name}.parquet"
+        write_parquet_synced(data, path)
+        return path
+
+    def _sweep(self) -> None:
+        """Delete files of uncommitted shards and staging folders of dead writers (caller holds the lock)."""
+        keep = Manifest.load(self.paths).relative_files() | {str(self.paths.run_file.relative_to(self.paths.run_dir))}
+        for name in TABLES:
+            for path in self.paths.table_dir(name).glob("*.parquet"):
+                if str(path.relative_to(self.paths.run_dir)) not in keep:
+                    path.unlink()
+        if self.paths.staging.is_dir():
+            for writer_dir in self.paths.staging.iterdir():
+                if not _pid_alive(int(writer_dir.name.split("-")[0])):
+                    shutil.rmtree(writer_dir, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (staging folders are named ``<pid>-<random>``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,1 @@
+"""Judging: answer extraction and equivalence, arithmetic claims, sandboxed code, PRMs, rewards."""
