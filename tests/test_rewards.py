@@ -1,0 +1,71 @@
+"""GRPO reward functions: exact values on hand-made batches, strings and conversational completions."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from verifier.rewards import (
+    LengthRewardConfig,
+    completion_text,
+    make_accuracy_reward,
+    make_format_reward,
+    make_length_reward,
+)
+
+
+def _extract(text: str) -> str | None:
+    m = re.search(r"The answer is (-?\d+)", text)
+    return m[1] if m else None
+
+
+def _judge(text: str, gold: str) -> bool:
+    return _extract(text) == gold
+
+
+def test_completion_text_accepts_strings_and_message_lists():
+    assert completion_text("x") == "x"
+    assert completion_text([{"role": "assistant", "content": "The answer is 3."}]) == "The answer is 3."
+
+
+def test_format_reward_is_one_only_with_an_extractable_answer():
+    fmt = make_format_reward(_extract)
+    assert fmt(["q", "q"], ["so The answer is 4.", "no idea"]) == [1.0, 0.0]
+    assert fmt.__name__ == "format_reward"
+
+
+def test_accuracy_reward_reads_gold_from_the_answer_column():
+    acc = make_accuracy_reward(_judge)
+    comps = ["The answer is 4.", [{"role": "assistant", "content": "The answer is 5."}], "The answer is 7."]
+    assert acc(["q1", "q1", "q2"], comps, answer=["4", "4", "7"]) == [1.0, 0.0, 1.0]
+
+
+def test_length_reward_groups_by_prompt_and_rewards_only_shorter_than_mean():
+    length = make_length_reward(LengthRewardConfig(only_correct=False), _judge)
+    prompts = ["A", "B", "A", "B"]  # interleaved: groups are found by prompt, not by position
+    comps = ["w " * 2, "w " * 10, "w " * 6, "w " * 10]
+    # group A: lengths 2 and 6, mean 4 -> (4-2)/4 = 0.5 and 0; group B: all equal to the mean -> 0
+    assert length(prompts, comps) == [0.5, 0.0, 0.0, 0.0]
+
+
+def test_length_reward_gives_nothing_to_short_wrong_answers():
+    length = make_length_reward(LengthRewardConfig(unit="words"), _judge)
+    prompts = [[{"role": "user", "content": "q"}]] * 3
+    comps = ["The answer is 9.", "Let me think a lot more. The answer is 4.", "The answer is 4."]
+    # lengths 4, 10, 4 -> mean 6; the first is short but wrong, the third short and right: (6-4)/6
+    assert length(prompts, comps, answer=["4", "4", "4"]) == pytest.approx([0.0, 0.0, 1 / 3])
+
+
+def test_length_config_rejects_unknown_unit():
+    with pytest.raises(ValueError):
+        LengthRewardConfig(unit="tokens")
+
+
+def test_default_rewards_use_verifier_answers():
+    answers = pytest.importorskip("verifier.answers")
+    from verifier.rewards import accuracy_reward, format_reward
+
+    good = "2 + 2 = 4.\n\nThe answer is \\boxed{4}."
+    assert accuracy_reward(["q", "q"], [good, "The answer is \\boxed{5}."], answer=["4", "4"]) == [1.0, 0.0]
+    assert format_reward(["q"], [good]) == [float(answers.extract_answer(good) is not None)]
