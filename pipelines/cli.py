@@ -1,0 +1,238 @@
+"""The ``tracemill`` command line. Each command parses its arguments and calls one library function.
+
+Bad command lines and bad configs print one clear line and exit with code 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.config import ConfigError, load_config
+
+app = typer.Typer(
+    help="tracemill: search-and-verify data generation for reasoning models.\n\n"
+         "Example: tracemill run  (the quickstart: SmolLM2 on CPU, arith problems, linear MC labels)",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML recipe (default: configs/quickstart.toml)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a key: --set sampling.n_solutions=8")]
+RootOpt = Annotated[Path, typer.Option("--root", help="data root holding runs/ and catalog.duckdb")]
+DEFAULT_ROOT = Path("tracemill_data")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, object]:
+    """``key=value`` pairs; values are read as TOML scalars (numbers, booleans, quoted strings)."""
+    import tomllib
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            fail(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@app.command()
+def run(config: ConfigOpt = None, set_: SetOpt = None,
+        run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (default: generated)")] = None,
+        resume: Annotated[str | None, typer.Option("--resume", help="finish run RUN_ID, redoing no committed shard")] = None,
+        address: Annotated[str | None, typer.Option("--address", help="join this Ray cluster instead of starting one")] = None,
+        no_progress: Annotated[bool, typer.Option("--no-progress")] = False) -> None:
+    """Sample solutions, label every step and store the tables.
+
+    Example: tracemill run --config configs/sim.toml --set problems.n=1000
+    """
+    from pipelines.run import execute
+    from pipelines.summary import print_summary
+
+    try:
+        cfg = load_config(config, parse_overrides(set_))
+        summary = execute(cfg, run_id=resume or run_id, resume=resume is not None, progress=not no_progress,
+                          ray_address=address)
+    except ConfigError as err:
+        fail(str(err))
+    print_summary(console, summary)
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="SQL over the views runs, problems, solutions, nodes, ...")],
+        run: Annotated[str | None, typer.Option("--run", help="restrict every view to this run")] = None,
+        fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+        root: RootOpt = DEFAULT_ROOT,
+        limit: Annotated[int, typer.Option(help="rows shown in table format")] = 50) -> None:
+    """Query the catalog with DuckDB SQL.
+
+    Example: tracemill sql "SELECT strategy, avg(value) FROM step_labels GROUP BY 1"
+    """
+    import duckdb
+
+    from storage.catalog import Catalog
+
+    if fmt not in ("table", "csv", "json"):
+        fail(f"--format must be one of table, csv, json (got {fmt!r})")
+    try:
+        with Catalog(root) as cat:
+            result = cat.sql(query, run_id=run)
+    except duckdb.Error as err:
+        fail(f"query failed: {str(err).splitlines()[0]}")
+    print_arrow(result, fmt, limit)
+
+
+@app.command()
+def runs(root: RootOpt = DEFAULT_ROOT,
+         fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table") -> None:
+    """List runs with status, row counts and wall time.
+
+    Example: tracemill runs
+    """
+    from storage.catalog import Catalog
+
+    with Catalog(root) as cat:
+        print_arrow(cat.runs(), fmt, 1000)
+
+
+mine_app = typer.Typer(help="Mine traces from a run's labeled trees.", no_args_is_help=True)
+app.add_typer(mine_app, name="mine")
+
+
+def _mine(kind: str, run_id: str, root: Path, mode: str, strategy: str | None, per_problem: int,
+          eval_sets: list[Path] | None) -> None:
+    from pipelines.mine import mine_run
+
+    for path in eval_sets or []:
+        if not path.exists():
+            fail(f"--decontaminate: file not found: {path}")
+    try:
+        counts = mine_run(root=root, run_id=run_id, kind=kind, mode=mode, strategy=strategy,
+                          max_traces_per_problem=per_problem, eval_sets=tuple(eval_sets or ()))
+    except (ValueError, KeyError) as err:
+        fail(str(err))
+    console.print(counts)
+
+
+RunArg = Annotated[str, typer.Argument(help="the run to read")]
+ModeOpt = Annotated[str, typer.Option(help="verified (every step labeled good) | answer-only")]
+StrategyOpt = Annotated[str | None, typer.Option(help="use labels of this strategy (default: all)")]
+DecontamOpt = Annotated[list[Path] | None, typer.Option("--decontaminate", help="eval set file(s): drop 13-gram overlaps")]
+
+
+@mine_app.command("shortest")
+def mine_shortest(run_id: RunArg, root: RootOpt = DEFAULT_ROOT, mode: ModeOpt = "verified",
+                  strategy: StrategyOpt = None, per_problem: int = 1, decontaminate: DecontamOpt = None) -> None:
+    """The fewest-token verified trace per problem.
+
+    Example: tracemill mine shortest quickstart-20261121-101500-ab12cd
+    """
+    _mine("shortest", run_id, root, mode, strategy, per_problem, decontaminate)
+
+
+@mine_app.command("backtrack")
+def mine_backtrack(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
+                   journey: Annotated[bool, typer.Option(help="several detours per trace")] = False,
+                   strategy: StrategyOpt = None, per_problem: int = 1, decontaminate: DecontamOpt = None) -> None:
+    """Traces with a wrong step, the verifier's feedback and a return to the last good step.
+
+    Example: tracemill mine backtrack RUN_ID --journey
+    """
+    _mine("journey" if journey else "backtrack", run_id, root, "verified", strategy, per_problem, decontaminate)
+
+
+@app.command("export")
+def export_cmd(run_id: RunArg,
+               fmt: Annotated[str, typer.Option("--format", help="trl-prm | trl-sft | jsonl")] = "trl-prm",
+               out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("export"),
+               root: RootOpt = DEFAULT_ROOT,
+               labels: Annotated[str, typer.Option(help="hard | soft PRM labels")] = "hard",
+               math_shepherd: Annotated[bool, typer.Option(help="PRM in the Math-Shepherd tagged format")] = False,
+               style: Annotated[str, typer.Option(help="SFT: messages | prompt-completion")] = "messages") -> None:
+    """Write datasets in formats trainers read unchanged (TRL PRMTrainer/SFTTrainer, JSONL).
+
+    Example: tracemill export RUN_ID --format trl-sft --out data/sft
+    """
+    from pipelines.export import build_datasets, export
+
+    try:
+        build_datasets(root=root, run_id=run_id)
+        paths = export(fmt, out, root=root, run_id=run_id, label_kind=labels, sft_style=style,
+                       math_shepherd=math_shepherd)
+    except (ValueError, KeyError) as err:
+        fail(str(err))
+    for path in paths:
+        console.print(str(path))
+
+
+@app.command()
+def perturb(out_run: Annotated[str, typer.Argument(help="id of the new run holding the variants")],
+            run_id: Annotated[str | None, typer.Option("--from-run", help="perturb this run's problems")] = None,
+            templates: Annotated[Path | None, typer.Option(help="folder of GSM-Symbolic-format templates")] = None,
+            variants: int = 4, seed: int = 0, root: RootOpt = DEFAULT_ROOT) -> None:
+    """Variants of problems with other names and numbers and recomputed gold answers (memorization probe).
+
+    Example: tracemill perturb probe-1 --from-run RUN_ID --variants 4
+    """
+    from pipelines.perturb import perturb_run
+
+    if run_id is None and templates is None:
+        fail("give --from-run RUN_ID and/or --templates DIR")
+    if templates is not None and not templates.is_dir():
+        fail(f"--templates: not a folder: {templates}")
+    try:
+        counts = perturb_run(out_run, root=root, run_id=run_id, templates=templates, n_variants=variants, seed=seed)
+    except (ValueError, KeyError) as err:
+        fail(str(err))
+    console.print(counts)
+
+
+def print_arrow(table, fmt: str, limit: int) -> None:  # noqa: ANN001 - a pyarrow Table
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, sys.stdout.buffer)
+        return
+    if fmt == "json":
+        for row in table.to_pylist():
+            print(json.dumps(row, default=str))
+        return
+    out = Table(show_lines=False)
+    for name in table.column_names:
+        out.add_column(name, overflow="fold")
+    for row in table.slice(0, limit).to_pylist():
+        out.add_row(*[_cell(v) for v in row.values()])
+    console.print(out)
+    if table.num_rows > limit:
+        console.print(f"({table.num_rows} rows, {limit} shown)")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""``tracemill run``: problems → engine actors → sampled solutions → step labels → Parquet shards.
+
+Parse the config, load problems, start (or join) Ray, launch engine actors, then drive one search program
+per problem (sample N solutions, label every step) across all problems at once. Problems are grouped into
+shards; a shard is committed atomically as soon as its last problem finishes, so ``--resume`` redoes no
+committed shard and the dataset holds each problem exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from cluster import arith
+from cluster.actors import ActorSpec
+from cluster.engine import GenResult
+from cluster.pool import EnginePool, PoolConfig, run_programs_async
+from pipelines.config import ConfigError, RunConfig
+from search.labeling import STRATEGIES, make_config, rows
+from search.loaders import LoadError, load_arith, load_problems
+from search.problems import Problem
+from search.program import Program
+from search.sampling import SamplingConfig, build_prompt, sample_solutions
+from storage.catalog import Catalog
+from storage.rejects import reject_row
+from storage.runs import fail_run, finish_run, start_run
+from storage.shards import ShardWriter
+from verifier.answers import judge
+
+FEW_SHOT_SEED = 10_007  # worked examples come from a seed no quickstart problem set uses
+
+
+@dataclass
+class Meter:
+    """Counters summed over every engine result of the run (the summary's cost figures)."""
+
+    calls: int = 0
+    requests: int = 0
+    samples: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def add(self, results: list[GenResult]) -> None:
+        self.calls += 1
+        for res in results:
+            self.requests += 1
+            self.samples += len(res.samples)
+            self.prompt_tokens += res.prompt_tokens
+            self.completion_tokens += res.completion_tokens
+            self.cached_tokens += res.cached_tokens
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    root: str
+    problems: int = 0
+    rejects: int = 0
+    failed_problems: int = 0
+    skipped_shards: int = 0
+    solutions: int = 0
+    correct_solutions: int = 0
+    steps_labeled: int = 0
+    rollouts: int = 0
+    wall_s: float = 0.0
+    meter: Meter = field(default_factory=Meter)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct_solutions / self.solutions if self.solutions else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.meter.completion_tokens / self.wall_s if self.wall_s else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k not in ("meter", "run_id", "root")}
+        out.update({f"engine_{k}": v for k, v in asdict(self.meter).items()})
+        out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s)
+        return out
+
+
+def new_run_id(cfg: RunConfig) -> str:
+    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def code_version() -> str:
+    """The git commit of this checkout, or the package version when not run from git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except OSError:
+        pass
+    return "0.1.0"
+
+
+def load_inputs(cfg: RunConfig) -> tuple[list[Problem], list[dict]]:
+    """The run's problems and load rejects; a missing file or unknown format raises ``ConfigError``."""
+    p = cfg.problems
+    if p.source == "arith":
+        return load_arith(p.n, p.seed, dict(p.mix)), []
+    try:
+        problems, rejects = load_problems(p.source, None if p.format == "auto" else p.format)
+    except LoadError as err:
+        raise ConfigError(f"config error: problems.source: {err}") from None
+    return (problems[: p.n] if p.n else problems), rejects
+
+
+def few_shot_examples(count: int, delimiter: str) -> tuple[tuple[str, str], ...]:
+    """Worked arith solutions in the step format the labeler expects (one step per operation)."""
+    examples = []
+    for spec in arith.generate(count, FEW_SHOT_SEED, {2: 1.0}):
+        chain, steps = spec.chain, []
+        for i, step in enumerate(spec.steps):
+            steps.append(arith.format_step(spec.step_clause(i, chain[i]), chain[i], step.op, step.operand,
+                                           chain[i + 1]))
+        steps.append(arith.format_answer(spec.answer))
+        examples.append((spec.question, delimiter.join(steps)))
+    return tuple(examples)
+
+
+def sampling_config(cfg: RunConfig) -> SamplingConfig:
+    s = cfg.sampling
+    return SamplingConfig(n_solutions=s.n_solutions, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                          top_p=s.top_p, delimiter=s.delimiter, seed=s.seed,
+                          few_shot=few_shot_examples(s.few_shot, s.delimiter),
+                          system_prompt=s.system_prompt or None)
+
+
+def actor_spec(cfg: RunConfig) -> ActorSpec:
+    e = cfg.engine
+    engine: dict[str, Any] = dict(e.options)
+    if e.backend == "transformers":
+        engine = {"model": e.model, "max_batch_size": e.max_batch_size, **engine}
+    elif e.backend == "vllm":
+        engine = {"model": e.model, **engine}
+    elif e.backend == "sim":
+        engine = {"delimiter": cfg.sampling.delimiter, **engine}
+    return ActorSpec(backend=e.backend, engine=engine, num_cpus=e.num_cpus, num_gpus=e.num_gpus)
+
+
+def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strategy: str, lcfg: Any,
+                    run_id: str, meter: Meter, ground_truth: bool) -> Program[dict[str, list[dict]]]:
+    """Sample the problem's solutions, label their steps, and return the rows of its tables."""
+    sampled = yield from _metered(sample_solutions(problem, prompt, scfg, judge), meter)
+    if ground_truth:  # the sim engine's solutions: the exact first wrong step is known
+        for sol in sampled.solutions:
+            sol.true_first_error = arith.first_error(problem.question, sol.text, scfg.delimiter)
+    paths = [s.path for s in sampled.solutions]
+    result = yield from _metered(STRATEGIES[strategy].label(sampled.tree, paths, problem, prompt, lcfg, judge),
+                                 meter)
+    out = rows(sampled.tree, result, run_id, sampled.solutions)
+    out["problems"] = [{"run_id": run_id, "problem_id": problem.problem_id, "source": problem.source,
+                        "question": problem.question, "gold_answer": problem.gold_answer,
+                        "meta_json": problem.meta_json()}]
+    if result.filtered:
+        out["rejects"] = [reject_row("label", problem.problem_id, problem.question,
+                                     "filtered: probe rollouts all right or all wrong")]
+    return out
+
+
+def _metered(program: Program[Any], meter: Meter) -> Program[Any]:
+    """Pass a program's batches through unchanged, counting what the engines returned."""
+    try:
+        reqs = next(program)
+        while True:
+            results = yield reqs
+            meter.add(results)
+            reqs = program.send(results)
+    except StopIteration as stop:
+        return stop.value
+
+
+def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, progress: bool = True,
+            ray_address: str | None = None) -> RunSummary:
+    """Run (or resume) one config end to end; returns the summary. Config errors raise ``ConfigError``."""
+    problems, load_rejects = load_inputs(cfg)
+    try:
+        lcfg = make_config(cfg.labeling.strategy, cfg.labeling.options)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config error: labeling.options: {err}") from None
+    scfg = sampling_config(cfg)
+    spec = actor_spec(cfg)
+    run_id = run_id or new_run_id(cfg)
+    root = Path(cfg.storage.root).resolve()
+    summary = RunSummary(run_id=run_id, root=str(root))
+    start = time.perf_counter()
+    start_run(root, run_id, cfg.model_dump(mode="json"), model=cfg.engine.model, engine=cfg.engine.backend,
+              code_version=code_version())
+    try:
+        _execute(cfg, problems, load_rejects, scfg, lcfg, spec, run_id, root, summary, resume, progress,
+                 ray_address)
+    except BaseException as err:
+        summary.wall_s = time.perf_counter() - start
+        fail_run(root, run_id, f"{type(err).__name__}: {err}", summary.stats())
+        raise
+    summary.wall_s = time.perf_counter() - start
+    finish_run(root, run_id, summary.stats())
+    with Catalog(root):  # refresh the catalog file so `duckdb tracemill_data/catalog.duckdb` sees this run
+        pass
+    return summary
+
+
+def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], scfg: SamplingConfig,
+             lcfg: Any, spec: ActorSpec, run_id: str, root: Path, summary: RunSummary, resume: bool,
+             progress: bool, ray_address: str | None) -> None:
+    shard_size = cfg.storage.shard_size
+    shards = [problems[i:i + shard_size] for i in range(0, len(problems), shard_size)]
+    names = [f"shard-{i:06d}" for i in range(len(shards))]
+    writer = ShardWriter(root, run_id)
+    done = writer.committed() if resume else set()
+    if load_rejects:
+        writer.commit("load-rejects", {"rejects": load_rejects})
+    summary.rejects += len(load_rejects)
+    todo = [(name, shard) for name, shard in zip(names, shards) if name not in done]
+    summary.skipped_shards = len(shards) - len(todo)
+    if not todo:
+        return
+
+    address = ray_address if ray_address is not None else cfg.ray.address
+    if not ray.is_initialized():
+        ray.init(address=address or None, include_dashboard=False, num_cpus=cfg.ray.num_cpus if not address
+                 else None, log_to_driver=False, configure_logging=False)
+    pool = EnginePool.launch(spec, cfg.engine.replicas, PoolConfig(max_retries=cfg.ray.max_retries))
+    try:
+        messages = [_messages(p, scfg) for _, shard in todo for p in shard]
+        prompts = dict(zip([p.problem_id for _, shard in todo for p in shard], pool.apply_chat_template(messages)))
+        shard_of = {p.problem_id: name for name, shard in todo for p in shard}
+        left = {name: len(shard) for name, shard in todo}
+        buffers: dict[str, dict[str, list[dict]]] = {name: {} for name, _ in todo}
+        ground_truth = cfg.engine.backend == "sim"
+
+        def programs() -> Iterator[tuple[str, Program[Any]]]:
+            for _, shard in todo:
+                for p in shard:
+                    yield p.problem_id, problem_program(p, prompts[p.problem_id], scfg, cfg.labeling.strategy,
+                                                        lcfg, run_id, summary.meter, ground_truth)
+
+        with _progress(progress) as bar:
+            task = bar.add_task("problems", total=sum(left.values()))
+
+            def finish_problem(pid: str, out: dict[str, list[dict]]) -> None:
+                name = shard_of[pid]
+                for table, table_rows in out.items():
+                    buffers[name].setdefault(table, []).extend(table_rows)
+                summary.problems += 1
+                summary.solutions += len(out.get("solutions", []))
+                summary.correct_solutions += sum(bool(s["correct"]) for s in out.get("solutions", []))
+                summary.steps_labeled += len(out.get("step_labels", []))
+                summary.rollouts += len(out.get("rollouts", []))
+                summary.rejects += len(out.get("rejects", []))
+                _problem_finished(name)
+
+            def fail_problem(pid: str, error: str) -> None:
+                name = shard_of[pid]
+                buffers[name].setdefault("rejects", []).append(reject_row("generate", pid, pid, error))
+                summary.failed_problems += 1
+                summary.rejects += 1
+                _problem_finished(name)
+
+            def _problem_finished(name: str) -> None:
+                bar.advance(task)
+                left[name] -= 1
+                if left[name] == 0:
+                    writer.commit(name, buffers.pop(name))
+
+            run_programs_async(programs(), pool, on_done=finish_problem, on_failed=fail_problem,
+                               max_active=max(64, 8 * cfg.engine.replicas))
+    finally:
+        pool.shutdown()
+
+
+def _messages(problem: Problem, scfg: SamplingConfig) -> list[dict[str, str]]:
+    captured: list[list[dict[str, str]]] = []
+    build_prompt(lambda m: captured.append(m) or "", problem, scfg)
+    return captured[0]
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    disable=not enabled or bool(os.environ.get("TRACEMILL_NO_PROGRESS")))
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (or seconds per item when slower than one a second)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("-- it/s")
+        return Text(f"{speed:.2f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it")
