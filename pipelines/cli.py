@@ -201,6 +201,59 @@ def perturb(out_run: Annotated[str, typer.Argument(help="id of the new run holdi
     console.print(counts)
 
 
+eval_app = typer.Typer(help="Score labels and verifiers against ground truth.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("labels")
+def eval_labels(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
+                fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table") -> None:
+    """First-error F1, step accuracy and rollout cost of a run whose solutions carry ground truth (sim engine).
+
+    Example: tracemill eval labels sim-20261121-101500-ab12cd
+    """
+    from pipelines.evaluate import label_quality
+
+    try:
+        result = label_quality(root, run_id)
+    except ValueError as err:
+        fail(str(err))
+    if fmt == "json":
+        print(json.dumps(result, default=str))
+        return
+    out = Table(title=f"label quality of {run_id}")
+    for name in result:
+        out.add_column(name)
+    out.add_row(*[_cell(v) for v in result.values()])
+    console.print(out)
+
+
+@app.command()
+def label(config: ConfigOpt = None, set_: SetOpt = None,
+          strategy: Annotated[str | None, typer.Option("--strategy", help="linear | binary | adaptive | mcts")] = None,
+          solutions: Annotated[Path | None, typer.Option("--solutions", help="label given solutions (ProcessBench format)")] = None,
+          run_id: Annotated[str | None, typer.Option("--run-id")] = None,
+          no_progress: Annotated[bool, typer.Option("--no-progress")] = False) -> None:
+    """Label steps with a chosen strategy: of freshly sampled solutions, or of given ones (--solutions).
+
+    Example: tracemill label --strategy binary --solutions processbench/gsm8k.json --set problems.n=20
+    """
+    from pipelines.run import execute
+    from pipelines.summary import print_summary
+
+    overrides = parse_overrides(set_)
+    if strategy:
+        overrides["labeling.strategy"] = strategy
+    if solutions is not None:
+        overrides.update({"problems.source": str(solutions), "problems.format": "processbench"})
+    try:
+        cfg = load_config(config, overrides)
+        summary = execute(cfg, run_id=run_id, progress=not no_progress)
+    except ConfigError as err:
+        fail(str(err))
+    print_summary(console, summary)
+
+
 def print_arrow(table, fmt: str, limit: int) -> None:  # noqa: ANN001 - a pyarrow Table
     if fmt == "csv":
         import pyarrow.csv as pacsv

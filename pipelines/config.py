@@ -28,7 +28,8 @@ class _Section(BaseModel):
 class ProblemsConfig(_Section):
     source: str = "arith"  # "arith" (built-in generator) or a path to a JSONL/JSON/Parquet file
     format: Literal["auto", "gsm8k", "math", "processbench"] = "auto"  # file format; auto-detected by keys
-    n: int = Field(8, ge=1)  # arith: problems to generate; files: the first n usable rows (0 = all)
+    n: int = Field(8, ge=0)  # arith: problems to generate; files: the first n usable rows (0 = all)
+    gold_files: list[str] = []  # GSM8K/MATH files giving gold answers by question (ProcessBench input has none)
     seed: int = 0
     mix: dict[int, float] = Field(default_factory=lambda: {1: 0.5, 2: 0.5})  # arith: P(number of steps)
 
@@ -67,6 +68,12 @@ class LabelingConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)  # the strategy's own config (e.g. k = 4)
 
 
+class MiningConfig(_Section):
+    kinds: list[Literal["shortest", "backtrack", "journey"]] = ["shortest", "backtrack"]  # mined after labeling
+    mode: Literal["verified", "answer-only"] = "verified"  # shortest: every step labeled good, or answer only
+    datasets: bool = True  # also build prm_dataset and sft_dataset
+
+
 class StorageConfig(_Section):
     root: str = "tracemill_data"  # runs/, staging/ and catalog.duckdb live here
     shard_size: int = Field(64, ge=1)  # problems per committed shard
@@ -84,6 +91,7 @@ class RunConfig(_Section):
     engine: EngineConfig = EngineConfig()
     sampling: SamplingSection = SamplingSection()
     labeling: LabelingConfig = LabelingConfig()
+    mining: MiningConfig = MiningConfig()
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
 

@@ -36,7 +36,8 @@ from cluster.engine import GenResult
 from cluster.pool import EnginePool, PoolConfig, run_programs_async
 from pipelines.config import ConfigError, RunConfig
 from search.labeling import STRATEGIES, make_config, rows
-from search.loaders import LoadError, load_arith, load_problems
+from search.given import given_solutions, has_given_solution
+from search.loaders import LoadError, attach_gold, load_arith, load_problems
 from search.problems import Problem
 from search.program import Program
 from search.sampling import SamplingConfig, build_prompt, sample_solutions
@@ -83,6 +84,7 @@ class RunSummary:
     steps_labeled: int = 0
     rollouts: int = 0
     wall_s: float = 0.0
+    mined: dict[str, int] = field(default_factory=dict)  # rows per mined table (traces by kind, datasets)
     meter: Meter = field(default_factory=Meter)
 
     @property
@@ -123,9 +125,13 @@ def load_inputs(cfg: RunConfig) -> tuple[list[Problem], list[dict]]:
         return load_arith(p.n, p.seed, dict(p.mix)), []
     try:
         problems, rejects = load_problems(p.source, None if p.format == "auto" else p.format)
+        problems = problems[: p.n] if p.n else problems
+        if p.gold_files:
+            problems, more = attach_gold(problems, p.gold_files)
+            rejects += more
     except LoadError as err:
-        raise ConfigError(f"config error: problems.source: {err}") from None
-    return (problems[: p.n] if p.n else problems), rejects
+        raise ConfigError(f"config error: problems: {err}") from None
+    return problems, rejects
 
 
 def few_shot_examples(count: int, delimiter: str) -> tuple[tuple[str, str], ...]:
@@ -164,8 +170,11 @@ def actor_spec(cfg: RunConfig) -> ActorSpec:
 def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strategy: str, lcfg: Any,
                     run_id: str, meter: Meter, ground_truth: bool) -> Program[dict[str, list[dict]]]:
     """Sample the problem's solutions, label their steps, and return the rows of its tables."""
-    sampled = yield from _metered(sample_solutions(problem, prompt, scfg, judge), meter)
-    if ground_truth:  # the sim engine's solutions: the exact first wrong step is known
+    if has_given_solution(problem):
+        sampled = given_solutions(problem, scfg, judge)
+    else:
+        sampled = yield from _metered(sample_solutions(problem, prompt, scfg, judge), meter)
+    if ground_truth and problem.source == "arith":  # the sim engine's solutions: the exact first wrong step is known
         for sol in sampled.solutions:
             sol.true_first_error = arith.first_error(problem.question, sol.text, scfg.delimiter)
     paths = [s.path for s in sampled.solutions]
@@ -216,11 +225,26 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
         summary.wall_s = time.perf_counter() - start
         fail_run(root, run_id, f"{type(err).__name__}: {err}", summary.stats())
         raise
+    summary.mined = mine_outputs(cfg, root, run_id)
     summary.wall_s = time.perf_counter() - start
     finish_run(root, run_id, summary.stats())
     with Catalog(root):  # refresh the catalog file so `duckdb tracemill_data/catalog.duckdb` sees this run
         pass
     return summary
+
+
+def mine_outputs(cfg: RunConfig, root: Path, run_id: str) -> dict[str, int]:
+    """Mine the configured trace kinds and build the PRM/SFT datasets from the run's stored labels."""
+    from pipelines.export import build_datasets
+    from pipelines.mine import mine_run
+
+    counts: dict[str, int] = {}
+    for kind in cfg.mining.kinds:
+        out = mine_run(root=root, run_id=run_id, kind=kind, mode=cfg.mining.mode, seed=cfg.sampling.seed)
+        counts[f"traces_{kind}"] = out["kept"]
+    if cfg.mining.datasets:
+        counts.update(build_datasets(root=root, run_id=run_id, trace_kinds=tuple(cfg.mining.kinds)))
+    return counts
 
 
 def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], scfg: SamplingConfig,

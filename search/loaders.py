@@ -218,3 +218,26 @@ FORMATS: dict[str, RowFormat] = {  # detection tries these in order: most specif
     "math": RowFormat(frozenset({"problem", "answer"}), _math),
     "gsm8k": RowFormat(frozenset({"question", "answer"}), _gsm8k),
 }
+
+
+def attach_gold(problems: list[Problem], gold_paths: Iterable[str | Path]) -> tuple[list[Problem], list[dict]]:
+    """Fill missing gold answers (ProcessBench rows have none) from GSM8K/MATH files, matching question text.
+
+    A problem still without a gold answer cannot be judged by rollouts, so it becomes a reject.
+    """
+    known: dict[str, str] = {}
+    for path in gold_paths:
+        for p in load_problems(path)[0]:
+            known.setdefault(_normalize(p.question), p.gold_answer)
+    kept, rejects = [], []
+    for p in problems:
+        gold = p.gold_answer or known.get(_normalize(p.question), "")
+        if not gold:
+            rejects.append(_reject(p.source, p.question[:MAX_REJECT_ROW_CHARS], "no gold answer for this question"))
+            continue
+        kept.append(p if gold == p.gold_answer else Problem(p.problem_id, p.question, gold, p.source, p.meta))
+    return kept, rejects
+
+
+def _normalize(question: str) -> str:
+    return " ".join(question.split())

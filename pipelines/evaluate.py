@@ -1,0 +1,25 @@
+"""``tracemill eval labels``: score a stored run's step labels against the ground truth stored with it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from search.eval_labels import evaluate_tables
+from storage.catalog import Catalog
+
+
+def label_quality(root: Path, run_id: str) -> dict[str, object]:
+    """First-error F1, per-step accuracy and rollouts/tokens per solution, per labeling strategy of the run."""
+    with Catalog(root) as cat:
+        solutions = cat.sql("SELECT * FROM solutions", run_id=run_id)
+        labels = cat.sql("SELECT * FROM step_labels", run_id=run_id)
+        rollouts = cat.sql("SELECT * FROM rollouts", run_id=run_id)
+    if solutions.num_rows == 0:
+        raise ValueError(f"run {run_id!r} has no solutions under {root}")
+    truth = solutions.column("true_first_error").drop_null()
+    if len(truth) == 0:
+        raise ValueError(f"run {run_id!r} has no ground truth (only sim-engine runs and given solutions do)")
+    strategies = sorted(set(labels.column("strategy").to_pylist())) or [None]
+    quality = evaluate_tables(solutions, labels, rollouts, strategy=strategies[0])
+    return {"strategy": strategies[0], **asdict(quality)}

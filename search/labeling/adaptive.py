@@ -1,0 +1,66 @@
+"""Adaptive labeling: sample a small batch at a time per probed step and stop once the label is decided.
+
+For hard labels a step is decided by its first correct rollout (good) or by ``max_per_step`` failures
+(bad); for soft labels, once the Beta(1 + s, 1 + f) posterior's central ``level`` interval is narrower than
+``width``. Most good steps cost one rollout instead of k. ``search`` picks the probed steps: "binary" (the
+binary-search positions of ``binary``, so adaptive+binary costs about log n single rollouts for a correct
+prefix) or "linear" (every step). Budgets cap rollouts per solution and per problem; a step whose probe
+hits a cap is judged on the rollouts it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.labeling.base import Evidence, LabelResult, finish
+from search.labeling.probe import SEARCHES, Caps, Prober, probe
+from search.problems import Problem
+from search.program import Program
+from search.rollouts import RolloutConfig
+from search.sampling import JudgeFn, config_from_dict
+from search.tree import Node, Tree
+
+NAME = "adaptive"
+TARGETS = {"hard": "success", "soft": "width"}  # label kind -> Prober stopping rule
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    search: str = "binary"  # "binary" | "linear": which steps are probed
+    target: str = "hard"  # "hard": stop at the first success; "soft": stop when the posterior is narrow
+    batch: int = 1  # rollouts per probe round
+    max_per_step: int = 8  # failures that make a step bad (hard), or the most rollouts per step (soft)
+    max_per_solution: int | None = None  # rollout budgets; None = unlimited
+    max_per_problem: int | None = None
+    width: float = 0.3  # soft: stop when the credible interval is narrower than this
+    level: float = 0.9  # soft: credible level of that interval
+    search_correct: bool = False  # as in binary: also search solutions whose final answer is right
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    def __post_init__(self) -> None:
+        if self.search not in SEARCHES:
+            raise ValueError(f"adaptive: search must be one of {sorted(SEARCHES)}, got {self.search!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"adaptive: target must be one of {sorted(TARGETS)}, got {self.target!r}")
+        if not 1 <= self.batch <= self.max_per_step:
+            raise ValueError("adaptive: need 1 <= batch <= max_per_step")
+        if any(c is not None and c < 1 for c in (self.max_per_solution, self.max_per_problem)):
+            raise ValueError("adaptive: budgets must be >= 1 (or None for unlimited)")
+        if not 0 < self.width < 1 or not 0 < self.level < 1:
+            raise ValueError("adaptive: width and level must lie in (0, 1)")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AdaptiveConfig:
+        return config_from_dict(cls, data)
+
+
+def label(tree: Tree, paths: list[list[Node]], problem: Problem, prompt: str, cfg: AdaptiveConfig,
+          judge: JudgeFn) -> Program[LabelResult]:
+    prober = Prober(cap=cfg.max_per_step, batch=cfg.batch, until=TARGETS[cfg.target], width=cfg.width,
+                    level=cfg.level)
+    evidence = Evidence(tree, prober.decided, propagate_outcomes=not cfg.search_correct)
+    caps = Caps(per_solution=cfg.max_per_solution, per_problem=cfg.max_per_problem)
+    cost = yield from probe(paths, evidence, prober, cfg.search, caps, problem, prompt, cfg.rollout, judge)
+    return finish(NAME, evidence, paths, cost, after_error=cfg.search != "binary")

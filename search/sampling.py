@@ -1,0 +1,154 @@
+"""Sampling whole solutions for a problem: the prompt, one n-sample request, and the tree they grow.
+
+The prompt holds the chat-templated question (after optional few-shot turns); a partial solution is never
+put into the prompt but sent as ``GenRequest.prefix``, so every later rollout continues exactly the text the
+engine produced. ``sample_solutions`` is a program (see ``search/program.py``): it yields one request and
+never calls an engine itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any, Protocol
+
+from cluster.engine import GenRequest, GenResult, request_key, seed_for
+from search.problems import Problem
+from search.program import Program
+from search.tree import DEFAULT_DELIMITER, Node, Tree, split_steps
+
+TemplateFn = Callable[[list[dict[str, str]]], str]
+
+
+class Verdict(Protocol):
+    answer: str | None
+    correct: bool
+
+
+JudgeFn = Callable[[str, str], Verdict]  # (solution text, gold answer) -> verdict, e.g. verifier.answers.judge
+
+
+def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """Build a frozen config dataclass from a mapping; an unknown key is an error, not silently ignored.
+
+    A nested mapping given for a field whose default is itself a config dataclass is built the same way.
+    """
+    by_name = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(by_name))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; allowed: {sorted(by_name)}")
+    values = dict(data)
+    for name, value in data.items():
+        f = by_name[name]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if isinstance(value, Mapping) and is_dataclass(default):
+            values[name] = config_from_dict(type(default), value)
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    n_solutions: int = 4  # full solutions per problem, asked for in one request (n = n_solutions)
+    max_new_tokens: int = 512  # per solution
+    temperature: float = 0.8
+    top_p: float = 1.0
+    delimiter: str = DEFAULT_DELIMITER  # step separator
+    seed: int = 0  # base seed; per-request seeds derive from the request key
+    few_shot: tuple[tuple[str, str], ...] = ()  # (question, solution) turns put before the question
+    system_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_solutions < 1 or self.max_new_tokens < 1:
+            raise ValueError("n_solutions and max_new_tokens must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be >= 0 and 0 < top_p <= 1")
+        if not self.delimiter:
+            raise ValueError("delimiter must be non-empty")
+        # accept lists (from TOML/JSON) but store tuples so the config stays hashable
+        object.__setattr__(self, "few_shot", tuple((str(q), str(s)) for q, s in self.few_shot))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SamplingConfig:
+        return config_from_dict(cls, data)
+
+
+@dataclass
+class Solution:
+    """One sampled (or given) solution: its path in the tree and what the outcome verifier said."""
+
+    problem_id: str
+    sample_index: int
+    path: list[Node]  # first step first; the last node is the solution's leaf
+    text: str
+    n_tokens: int
+    finish_reason: str
+    answer: str | None
+    correct: bool
+    true_first_error: int | None = None  # ground truth where known (sim engine, ProcessBench)
+
+    @property
+    def solution_id(self) -> str:
+        return self.path[-1].node_id if self.path else ""
+
+
+@dataclass
+class SampledSolutions:
+    tree: Tree
+    solutions: list[Solution] = field(default_factory=list)
+    result: GenResult | None = None  # the raw engine result (token counts for cost accounting)
+
+
+def build_prompt(template_fn: TemplateFn, problem: Problem, cfg: SamplingConfig) -> str:
+    """Chat-template the question after the optional system prompt and few-shot turns."""
+    messages: list[dict[str, str]] = []
+    if cfg.system_prompt:
+        messages.append({"role": "system", "content": cfg.system_prompt})
+    for question, solution in cfg.few_shot:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": solution}]
+    messages.append({"role": "user", "content": problem.question})
+    return template_fn(messages)
+
+
+def step_token_counts(steps: list[str], n_tokens: int) -> list[int]:
+    """Share a sample's token count among its steps in proportion to characters (largest remainder).
+
+    Engines return one token list per sample, and re-tokenizing a step alone can differ from how it was
+    generated, so per-step counts are an estimate whose sum is exact.
+    """
+    chars = sum(len(s) for s in steps)
+    if not steps or chars == 0:
+        return [0] * len(steps)
+    raw = [n_tokens * len(s) / chars for s in steps]
+    counts = [int(r) for r in raw]
+    by_remainder = sorted(range(len(steps)), key=lambda i: raw[i] - counts[i], reverse=True)
+    for i in by_remainder[: n_tokens - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def sample_solutions(problem: Problem, prompt: str, cfg: SamplingConfig,
+                     judge: JudgeFn) -> Program[SampledSolutions]:
+    """Ask for ``n_solutions`` solutions in one request, split them into steps and insert them into a tree.
+
+    A leaf is marked terminal (with answer and outcome) only when the sample ended on its own: a sample cut
+    off at ``max_new_tokens`` has no final answer, so its last step is an ordinary inner step.
+    """
+    key = request_key(problem.problem_id, "solutions", cfg.seed)
+    req = GenRequest(request_key=key, prompt=prompt, prefix="", n=cfg.n_solutions,
+                     max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                     seed=seed_for(key, cfg.seed), group=problem.problem_id)
+    (result,) = yield [req]
+    tree = Tree(problem.problem_id)
+    out = SampledSolutions(tree, result=result)
+    for index, sample in enumerate(result.samples):
+        steps = split_steps(sample.text, cfg.delimiter)
+        if not steps:
+            continue  # an empty sample has no steps to label
+        path = tree.add_path(steps, step_token_counts(steps, len(sample.token_ids)))
+        verdict = judge(sample.text, problem.gold_answer)
+        if sample.finish_reason != "length":
+            leaf = path[-1]
+            leaf.terminal, leaf.answer, leaf.outcome_correct = True, verdict.answer, bool(verdict.correct)
+        out.solutions.append(Solution(problem.problem_id, index, path, sample.text, len(sample.token_ids),
+                                      sample.finish_reason, verdict.answer, bool(verdict.correct)))
+    return out
