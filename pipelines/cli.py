@@ -106,7 +106,15 @@ def runs(root: RootOpt = DEFAULT_ROOT,
     from storage.catalog import Catalog
 
     with Catalog(root) as cat:
-        print_arrow(cat.runs(), fmt, 1000)
+        table = cat.runs()
+        if fmt == "table":  # the columns that fit a terminal; csv/json give them all
+            cat.con.register("_runs", table)
+            table = cat.con.sql(
+                "SELECT run_id, status, engine, model, strftime(started_at, '%Y-%m-%d %H:%M') AS started, "
+                "round(epoch(finished_at) - epoch(started_at), 1) AS wall_s, rows_problems AS problems, "
+                "rows_solutions AS solutions, rows_step_labels AS labels, rows_rollouts AS rollouts, "
+                "rows_traces AS traces, rows_rejects AS rejects FROM _runs ORDER BY started_at").to_arrow_table()
+        print_arrow(table, fmt, 1000)
 
 
 mine_app = typer.Typer(help="Mine traces from a run's labeled trees.", no_args_is_help=True)
@@ -221,10 +229,9 @@ def eval_labels(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
     if fmt == "json":
         print(json.dumps(result, default=str))
         return
-    out = Table(title=f"label quality of {run_id}")
-    for name in result:
-        out.add_column(name)
-    out.add_row(*[_cell(v) for v in result.values()])
+    out = Table(title=f"label quality of {run_id}", show_header=False)
+    for name, value in result.items():
+        out.add_row(name, _cell(value))
     console.print(out)
 
 

@@ -1,0 +1,198 @@
+"""``vllm``: the Engine protocol over vLLM's v1 ``AsyncLLM``, meant to live inside an ``EngineActor``.
+
+vLLM schedules concurrent requests itself (continuous batching), so the engine exposes ``agenerate`` and the
+actor awaits it directly. Prompts go in as token ids — the chat-templated prompt and the assistant prefix are
+tokenized separately and concatenated, as in the transformers backend — so a continued prefix is exactly
+the text the search saw, and prefix caching (on) serves every request of one problem from shared KV blocks.
+``SamplingParams(n, seed)`` gives sample ``i`` the seed ``seed + i``, so two requests for the same text
+must have seeds at least ``n`` apart or they repeat samples; ``overlapping_seeds`` finds such pairs.
+
+An ``EngineDeadError`` is unrecoverable inside the process, so the engine ends it with ``os._exit``: Ray
+restarts the actor (``max_restarts``) and the pool resubmits the lost requests. (``ray.actor.exit_actor``
+would not do: Ray does not restart an actor that exited on purpose.)
+
+Tensor parallelism: ``tensor_parallel_size > 1`` uses the ``ray`` executor, whose workers take the bundles
+of the STRICT_PACK placement group the actor was started in (``cluster.actors.actor_options``).
+
+vLLM is imported lazily; the pure parts (request → sampling arguments, output → ``GenResult``) are tested
+without it.
+
+Example:
+    >>> engine = VLLMEngine(VLLMConfig(model="/models/qwen2.5-1.5b-instruct"))  # doctest: +SKIP
+    >>> engine.generate([GenRequest("k", prompt, n=4, seed=8)])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from cluster.engine import GenRequest, GenResult, Sample
+
+log = logging.getLogger(__name__)
+
+FINISH_LENGTH = "length"  # vLLM's finish_reason when max_tokens was reached
+
+
+@dataclass(frozen=True)
+class VLLMConfig:
+    """Unknown keys fail at construction; ``engine_args`` passes anything else to ``AsyncEngineArgs``."""
+
+    model: str  # a registered name (cluster.models) or a local HF folder
+    tensor_parallel_size: int = 1  # GPUs per engine; > 1 needs an actor with num_gpus = this
+    gpu_memory_utilization: float = 0.85  # share of each GPU for weights + KV cache
+    max_model_len: int | None = None  # None: the model's own context length
+    dtype: str = "auto"
+    seed: int = 0  # engine-level seed; each request also carries its own
+    enforce_eager: bool = False  # True skips CUDA-graph capture (faster start, slower decode)
+    engine_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1:
+            raise ValueError("tensor_parallel_size must be >= 1")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError("gpu_memory_utilization must be in (0, 1]")
+
+
+def sampling_kwargs(req: GenRequest) -> dict[str, Any]:
+    """``SamplingParams`` arguments for one request (the output kind is added where vLLM is imported)."""
+    return {
+        "n": req.n,
+        "max_tokens": req.max_new_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": req.seed,  # vLLM gives child sample i the seed + i, as GenRequest promises
+        "stop": list(req.stop),
+        "include_stop_str_in_output": True,  # a child's prefix keeps its step delimiter
+    }
+
+
+def overlapping_seeds(requests: list[GenRequest]) -> list[tuple[str, str]]:
+    """Pairs of requests for the same prompt + prefix whose seed ranges ``[seed, seed + n)`` overlap.
+
+    Such pairs would draw the same samples twice; the search should space seeds by at least ``n``.
+    """
+    by_text: dict[tuple[str, str], list[GenRequest]] = {}
+    for req in requests:
+        by_text.setdefault((req.prompt, req.prefix), []).append(req)
+    pairs = []
+    for group in by_text.values():
+        group.sort(key=lambda r: r.seed)
+        reach = group[0]  # the request whose seed range reaches furthest so far
+        for req in group[1:]:
+            if req.seed < reach.seed + reach.n:
+                pairs.append((reach.request_key, req.request_key))
+            if req.seed + req.n > reach.seed + reach.n:
+                reach = req
+    return pairs
+
+
+def finish_reason(completion: Any) -> str:
+    """vLLM reports both a stop string and EOS as "stop"; only a string ``stop_reason`` is a stop string."""
+    if completion.finish_reason == FINISH_LENGTH:
+        return "length"
+    return "stop" if isinstance(completion.stop_reason, str) else "eos"
+
+
+def to_result(req: GenRequest, output: Any, prompt_tokens: int, engine_id: str) -> GenResult:
+    """A final ``RequestOutput`` (all ``n`` completions) as a ``GenResult``."""
+    completions = sorted(output.outputs, key=lambda c: c.index)
+    samples = [Sample(c.text, list(c.token_ids), finish_reason(c)) for c in completions]
+    return GenResult(req.request_key, samples, prompt_tokens=prompt_tokens,
+                     completion_tokens=sum(len(s.token_ids) for s in samples),
+                     cached_tokens=output.num_cached_tokens or 0, engine_id=engine_id)
+
+
+def is_engine_dead(err: BaseException) -> bool:
+    """True for vLLM's ``EngineDeadError`` (matched by name: its module moved between vLLM releases)."""
+    return any(cls.__name__ == "EngineDeadError" for cls in type(err).__mro__)
+
+
+class VLLMEngine:
+    """The Engine protocol over one ``AsyncLLM``, which lives on a private event-loop thread."""
+
+    def __init__(self, config: VLLMConfig, on_dead: Callable[[int], None] = os._exit) -> None:
+        from transformers import AutoTokenizer
+        from vllm import SamplingParams
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from cluster.models import resolve_model
+
+        self.config = config
+        self._on_dead = on_dead
+        self._params = lambda req: SamplingParams(**sampling_kwargs(req), output_kind=RequestOutputKind.FINAL_ONLY)
+        self._prompt = TokensPrompt
+        path = str(resolve_model(config.model))
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self._encode_text = lru_cache(maxsize=4096)(self._encode_text_uncached)
+        self._ids = itertools.count()
+        args = AsyncEngineArgs(
+            model=path, tensor_parallel_size=config.tensor_parallel_size,
+            distributed_executor_backend="ray" if config.tensor_parallel_size > 1 else None,
+            gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len,
+            dtype=config.dtype, seed=config.seed, enforce_eager=config.enforce_eager,
+            enable_prefix_caching=True, **config.engine_args)
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True).start()
+        self._llm = self._submit(self._create(AsyncLLM, args)).result()
+
+    @staticmethod
+    async def _create(async_llm: Any, args: Any) -> Any:
+        return async_llm.from_engine_args(args)  # inside the loop, so vLLM's output task binds to it
+
+    def _submit(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _encode_text_uncached(self, text: str, special: bool) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def encode(self, req: GenRequest) -> list[int]:
+        """Prompt ids + prefix ids, tokenized separately; BOS added unless the template wrote it."""
+        bos = self.tokenizer.bos_token
+        ids = list(self._encode_text(req.prompt, not (bos and req.prompt.startswith(bos))))
+        if req.prefix:
+            ids += self._encode_text(req.prefix, False)
+        if not ids:
+            raise ValueError(f"request {req.request_key}: empty prompt and prefix")
+        return ids
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        return self._submit(self._generate(requests)).result()
+
+    async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
+        """The same as ``generate``, awaitable from another event loop (the actor's)."""
+        return await asyncio.wrap_future(self._submit(self._generate(requests)))
+
+    async def _generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        if overlaps := overlapping_seeds(requests):
+            log.warning("%d request pairs share seeds for the same text (e.g. %s)", len(overlaps), overlaps[0])
+        try:
+            return list(await asyncio.gather(*(self._one(req) for req in requests)))
+        except Exception as err:
+            if is_engine_dead(err):
+                log.error("vLLM engine died; exiting so Ray restarts this actor: %s", err)
+                self._on_dead(1)
+            raise
+
+    async def _one(self, req: GenRequest) -> GenResult:
+        ids = self.encode(req)
+        request_id = f"{req.request_key}-{next(self._ids)}"  # unique even when a key is retried here
+        final = None
+        async for out in self._llm.generate(self._prompt(prompt_token_ids=ids), self._params(req), request_id):
+            final = out
+        if final is None:
+            raise RuntimeError(f"vLLM returned no output for {req.request_key}")
+        return to_result(req, final, len(ids), f"vllm:{self.config.model}")

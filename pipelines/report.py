@@ -1,0 +1,418 @@
+"""``tracemill report RUN_ID``: one self-contained HTML page about a run — plots and a search-tree viewer.
+
+Load: the run's tables through the catalog (empty or missing tables give empty sections, never errors).
+Build: plots rendered with matplotlib to PNG and inlined as base64 (the page needs no network and no files
+beside it), and per-problem tree data as JSON inside ``<script type="application/json">`` elements that the
+viewer (``report_assets/report.js``) parses only when that problem is opened, so a large run stays quick.
+Save: ``<root>/runs/<run_id>/report.html`` unless told otherwise.
+
+Example:
+    >>> write_report("tracemill_data", "sim-20250101-000000-abc123")  # doctest: +SKIP
+    PosixPath('tracemill_data/runs/sim-20250101-000000-abc123/report.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import io
+import itertools
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from matplotlib.figure import Figure
+
+from storage.catalog import Catalog
+from storage.layout import RunPaths
+from storage.manifest import Manifest
+
+Row = dict[str, Any]
+ASSETS = files("pipelines") / "report_assets"
+REPORT_FILE = "report.html"
+FIG_SIZE = (6.4, 3.4)  # inches; at PLOT_DPI the images are 512 x 272 px
+UNKNOWN_ERROR = -1  # first_error value meaning "no step labeled bad"
+
+_SQL = {
+    "runs": "SELECT * FROM runs",
+    "problems": "SELECT problem_id, question, gold_answer, source FROM problems ORDER BY problem_id",
+    "solutions": "SELECT problem_id, solution_id, sample_index, n_tokens, answer, correct, first_error, "
+                 "true_first_error, node_ids FROM solutions ORDER BY problem_id, sample_index",
+    "values": "SELECT depth, value FROM nodes WHERE value IS NOT NULL AND depth > 0",
+    "strategies": "SELECT problem_id, mode() WITHIN GROUP (ORDER BY strategy) AS strategy FROM step_labels GROUP BY 1",
+    "rollouts": "SELECT problem_id, count(*) AS rollouts, coalesce(sum(n_tokens), 0) AS tokens FROM rollouts GROUP BY 1",
+    "traces": "SELECT trace_id, problem_id, kind, n_tokens, node_ids, segment_kinds, length_ratio FROM traces "
+              "ORDER BY problem_id, kind, trace_id",
+    "rejects": "SELECT stage, reason, count(*) AS n FROM rejects GROUP BY ALL "
+               "UNION ALL SELECT 'filter:' || table_name, filter, count(*) FROM filtered GROUP BY ALL ORDER BY 3 DESC",
+    "counts": "SELECT (SELECT count(*) FROM nodes) AS nodes, (SELECT count(*) FROM rollouts) AS rollouts, "
+              "(SELECT count(*) FROM step_labels) AS step_labels, (SELECT count(*) FROM traces) AS traces",
+}
+_TREE_NODES_SQL = ("SELECT node_id, parent_id, problem_id, depth, text, terminal, answer, outcome_correct, origin, "
+                   "n, n_correct, value FROM nodes WHERE problem_id IN (SELECT unnest($ids)) ORDER BY depth, node_id")
+_TREE_LABELS_SQL = ("SELECT node_id, strategy, hard, soft, label_source FROM step_labels "
+                    "WHERE problem_id IN (SELECT unnest($ids)) ORDER BY strategy")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """How the report is computed; the defaults suit runs of a few to a few thousand problems."""
+
+    vote_draws: int = 200  # random subsets per (problem, N) for majority vote when not enumerating all
+    seed: int = 0  # of those draws
+    dpi: int = 80  # plot resolution
+    max_tree_problems: int = 300  # problems whose trees are embedded (first by id); plots use all problems
+    max_reason_chars: int = 60  # reject reasons are cut to this many characters in the plot
+
+    def __post_init__(self) -> None:
+        if self.vote_draws < 1 or self.dpi < 10 or self.max_tree_problems < 0:
+            raise ValueError("vote_draws >= 1, dpi >= 10 and max_tree_problems >= 0 are required")
+
+
+@dataclass
+class RunData:
+    """The rows the report is built from, one list of dicts per query in ``_SQL``."""
+
+    run_id: str
+    tables: dict[str, list[Row]]
+    shards: list[dict] = field(default_factory=list)  # manifest entries: committed_at and rows per table
+
+    def __getattr__(self, name: str) -> list[Row]:
+        try:
+            return self.__dict__["tables"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def run(self) -> Row:
+        return self.runs[0] if self.runs else {}
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return json.loads(self.run.get("stats_json") or "{}")
+
+
+def load_run(cat: Catalog, run_id: str) -> RunData:
+    """Every table the report reads, for one run (missing tables are empty views in the catalog)."""
+    tables = {name: cat.sql(query, run_id=run_id).to_pylist() for name, query in _SQL.items()}
+    manifest = Manifest.load(RunPaths(cat.root, run_id))
+    return RunData(run_id, tables, sorted(manifest.shards.values(), key=lambda s: s["committed_at"]))
+
+
+# ---------------------------------------------------------------- metrics (pure functions, tested directly)
+
+def vote_curves(solutions: list[Row], draws: int = 200, seed: int = 0) -> dict[str, list[float]]:
+    """Accuracy against N solutions per problem: single-sample mean, majority vote and oracle best-of-N.
+
+    For each problem with M >= N solutions, ``oracle`` (any of N correct) is exact:
+    1 - C(M - c, N) / C(M, N). Majority vote is averaged over all N-subsets when there are at most ``draws``
+    of them, else over ``draws`` random ones; a tie between k answers scores the share of them that are
+    correct, and solutions without an answer do not vote. Problems with fewer than N solutions are left out
+    of that N's average.
+    """
+    by_problem: dict[str, list[Row]] = defaultdict(list)
+    for s in solutions:
+        by_problem[s["problem_id"]].append(s)
+    if not by_problem:
+        return {"n": [], "mean": [], "majority": [], "oracle": []}
+    top = max(map(len, by_problem.values()))
+    ns = sorted({2**i for i in range(top.bit_length()) if 2**i <= top} | {top})
+    rng = random.Random(seed)
+    out: dict[str, list[float]] = {"n": [float(n) for n in ns], "mean": [], "majority": [], "oracle": []}
+    for n in ns:
+        groups = [sols for sols in by_problem.values() if len(sols) >= n]
+        mean = [sum(bool(s["correct"]) for s in g) / len(g) for g in groups]
+        oracle = [1 - math.comb(len(g) - sum(bool(s["correct"]) for s in g), n) / math.comb(len(g), n) for g in groups]
+        majority = [_majority(g, n, draws, rng) for g in groups]
+        for name, values in (("mean", mean), ("majority", majority), ("oracle", oracle)):
+            out[name].append(sum(values) / len(values))
+    return out
+
+
+def _majority(sols: list[Row], n: int, draws: int, rng: random.Random) -> float:
+    """Expected majority-vote correctness over N-subsets of one problem's solutions."""
+    right = {s["answer"] for s in sols if s["correct"] and s["answer"] is not None}
+    if math.comb(len(sols), n) <= draws:
+        subsets = list(itertools.combinations(sols, n))
+    else:
+        subsets = [rng.sample(sols, n) for _ in range(draws)]
+    score = 0.0
+    for subset in subsets:
+        votes = Counter(s["answer"] for s in subset if s["answer"] is not None)
+        if votes:
+            best = max(votes.values())
+            tied = [a for a, c in votes.items() if c == best]
+            score += sum(a in right for a in tied) / len(tied)
+    return score / len(subsets)
+
+
+def cost_by_strategy(data: RunData) -> dict[str, dict[str, float]]:
+    """Rollouts and rollout tokens per sampled solution, per labeling strategy (a problem's main strategy)."""
+    strategy = {r["problem_id"]: r["strategy"] for r in data.strategies}
+    n_solutions = Counter(s["problem_id"] for s in data.solutions)
+    sums: dict[str, Counter] = defaultdict(Counter)
+    for r in data.rollouts:
+        name = strategy.get(r["problem_id"], "unlabeled")
+        sums[name].update(rollouts=r["rollouts"], tokens=r["tokens"])
+    for pid, n in n_solutions.items():
+        sums[strategy.get(pid, "unlabeled")].update(solutions=n)
+    return {name: {"rollouts": c["rollouts"] / c["solutions"], "tokens": c["tokens"] / c["solutions"]}
+            for name, c in sorted(sums.items()) if c["solutions"]}
+
+
+def wrong_claims(text: str) -> list[str]:
+    """Wrong arithmetic claims in a step, via ``verifier.arith_claims`` where a colleague's module exists."""
+    try:
+        check_step = importlib.import_module("verifier.arith_claims").check_step
+    except (ImportError, AttributeError):
+        return []
+    check = check_step(text)
+    claims = getattr(check, "details", None) or getattr(check, "claims", None) or []
+    return [f"{getattr(c, 'expr', c)} = {getattr(c, 'claimed', '?')} (is {getattr(c, 'actual', '?')})"
+            for c in claims if getattr(c, "ok", True) is False]
+
+
+# ---------------------------------------------------------------- plots: each returns (figure or None, note)
+
+Panel = tuple[Figure | None, str]
+
+
+def _figure(ncols: int = 1) -> tuple[Figure, list[Any]]:
+    fig = Figure(figsize=FIG_SIZE, layout="constrained")
+    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
+
+
+def plot_accuracy(data: RunData, cfg: ReportConfig) -> Panel:
+    curves = vote_curves(data.solutions, cfg.vote_draws, cfg.seed)
+    if not curves["n"]:
+        return None, "No solutions stored."
+    fig, (ax,) = _figure()
+    for name, style in (("oracle", "o-"), ("majority", "s-"), ("mean", "--")):
+        ax.plot(curves["n"], curves[name], style, label={"oracle": "best-of-N (oracle: any correct)",
+                                                         "majority": "majority vote", "mean": "single sample"}[name])
+    ax.set(xscale="log", xlabel="N solutions per problem", ylabel="accuracy", ylim=(-0.02, 1.02))
+    ax.set_xticks(curves["n"], [str(int(n)) for n in curves["n"]])
+    ax.legend(fontsize="small")
+    return fig, (f"Answer accuracy {curves['mean'][0]:.1%} per sample; subsets of the N = {int(curves['n'][-1])} "
+                 "stored solutions per problem.")
+
+
+def plot_values(data: RunData, cfg: ReportConfig) -> Panel:
+    by_depth: dict[int, list[float]] = defaultdict(list)
+    for r in data.values:
+        by_depth[r["depth"]].append(r["value"])
+    if not by_depth:
+        return None, "No node has rollouts (no MC values)."
+    depths = sorted(by_depth)
+    fig, (ax,) = _figure()
+    ax.boxplot([by_depth[d] for d in depths], positions=depths, showmeans=True)
+    ax.set(xlabel="step depth", ylabel="MC value (correct rollouts / rollouts)", ylim=(-0.05, 1.05))
+    return fig, "Box: quartiles of node values at each depth; triangle: mean. " + ", ".join(
+        f"depth {d}: {len(by_depth[d])} nodes" for d in depths)
+
+
+def plot_first_errors(data: RunData, cfg: ReportConfig) -> Panel:
+    series = {name: Counter(s[col] for s in data.solutions if s[col] is not None)
+              for name, col in (("labeled", "first_error"), ("ground truth", "true_first_error"))}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None, "No solution has a first-error position."
+    positions = sorted(set().union(*series.values()))
+    fig, (ax,) = _figure()
+    width = 0.8 / len(series)
+    for i, (name, counts) in enumerate(series.items()):
+        ax.bar([p + i * width for p in positions], [counts[p] for p in positions], width, label=name)
+    ax.set_xticks([p + width * (len(series) - 1) / 2 for p in positions],
+                  ["none" if p == UNKNOWN_ERROR else str(p) for p in positions])
+    ax.set(xlabel="first wrong step (0-based)", ylabel="solutions")
+    ax.legend(fontsize="small")
+    return fig, "Index of each solution's first step labeled bad (\"none\": every step good)."
+
+
+def plot_cost(data: RunData, cfg: ReportConfig) -> Panel:
+    cost = cost_by_strategy(data)
+    if not cost:
+        return None, "No labeled solutions."
+    fig, axes = _figure(2)
+    for ax, key, label in zip(axes, ("rollouts", "tokens"), ("rollouts / solution", "rollout tokens / solution"),
+                              strict=True):
+        bars = ax.bar(list(cost), [c[key] for c in cost.values()])
+        ax.bar_label(bars, fmt="%.1f", fontsize="small")
+        ax.margins(y=0.15)  # room for the bar labels
+        ax.set(ylabel=label)
+    return fig, "Labeling cost per sampled solution, by the strategy that labeled the problem."
+
+
+def plot_traces(data: RunData, cfg: ReportConfig) -> Panel:
+    if not data.traces:
+        return None, "No mined traces in this run (run `tracemill mine`)."
+    kinds = Counter(t["kind"] for t in data.traces)
+    ratios = [t["length_ratio"] for t in data.traces if t["length_ratio"] is not None]
+    fig, (left, right) = _figure(2)
+    left.bar(list(kinds), list(kinds.values()))
+    left.set(ylabel="traces")
+    note = ", ".join(f"{k}: {v}" for k, v in kinds.items())
+    if ratios:
+        right.hist(ratios, bins=min(20, max(5, len(ratios) // 3)))
+        right.axvline(1.0, color="k", lw=0.8)
+        right.set(xlabel="tokens / median correct solution", ylabel="traces")
+        note += f". Shortest traces use {1 - sum(ratios) / len(ratios):.0%} fewer tokens than the median correct."
+    return fig, note
+
+
+def plot_throughput(data: RunData, cfg: ReportConfig) -> Panel:
+    stats = data.stats
+    note = ("Per-engine counters are not stored: runs.stats_json holds totals over all engine replicas "
+            f"(engine: {data.run.get('engine') or '?'}).")
+    if "tokens_per_s" in stats:
+        note += f" Completion tokens/s over the run: {stats['tokens_per_s']:.0f}."
+    shards = [s for s in data.shards if "solutions" in s["files"] or "rollouts" in s["files"]]
+    start = data.run.get("started_at")
+    if not shards or start is None:
+        return None, note + " No timed shard commits."
+    times = [(datetime.fromisoformat(s["committed_at"]) - start).total_seconds() for s in shards]
+    fig, (ax,) = _figure()
+    for table in ("solutions", "rollouts"):
+        counts = [s["files"].get(table, {}).get("rows", 0) for s in shards]
+        ax.step(times, [sum(counts[: i + 1]) for i in range(len(counts))], where="post", label=table)
+    ax.set(xlabel="seconds since run start", ylabel="rows committed", yscale="symlog")
+    ax.legend(fontsize="small")
+    return fig, note + " Cumulative rows by shard commit time (from the run manifest)."
+
+
+def plot_rejects(data: RunData, cfg: ReportConfig) -> Panel:
+    if not data.rejects:
+        return None, "No rejects and no filtered rows."
+    cut = cfg.max_reason_chars
+    labels = [f"{r['stage']}: {r['reason'][:cut]}{'…' if len(r['reason']) > cut else ''}" for r in data.rejects]
+    fig = Figure(figsize=(FIG_SIZE[0], max(1.6, 0.35 * len(labels) + 0.8)), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(labels[::-1], [r["n"] for r in data.rejects][::-1])
+    ax.tick_params(axis="y", labelsize="small")
+    ax.set(xlabel="rows")
+    return fig, f"{sum(r['n'] for r in data.rejects)} rows rejected or filtered, by stage and reason."
+
+
+SECTIONS: dict[str, tuple[str, Callable[[RunData, ReportConfig], Panel]]] = {
+    "accuracy": ("Accuracy against N (majority vote, best-of-N)", plot_accuracy),
+    "values": ("MC value by step depth", plot_values),
+    "first-errors": ("First-error positions", plot_first_errors),
+    "cost": ("Rollouts and tokens per solution by strategy", plot_cost),
+    "traces": ("Mined traces", plot_traces),
+    "throughput": ("Throughput", plot_throughput),
+    "rejects": ("Rejects by reason", plot_rejects),
+}
+
+
+def _png(fig: Figure, dpi: int) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------- tree viewer data
+
+def tree_data(cat: Catalog, data: RunData, cfg: ReportConfig) -> list[dict]:
+    """Per problem: its question, node table (parent index, text, value, labels, wrong claims), solutions and
+    traces as node-index paths. Index 0 is the root (the question); nodes are ordered parents first."""
+    problems = data.problems[: cfg.max_tree_problems]
+    ids = [p["problem_id"] for p in problems]
+    params = {"ids": ids}
+    nodes = cat.sql(_TREE_NODES_SQL, run_id=data.run_id, params=params).to_pylist() if ids else []
+    labels: dict[str, list[list]] = defaultdict(list)
+    for r in cat.sql(_TREE_LABELS_SQL, run_id=data.run_id, params=params).to_pylist() if ids else []:
+        labels[r["node_id"]].append([r["strategy"], r["hard"], r["soft"], r["label_source"]])
+    by_problem: dict[str, list[Row]] = defaultdict(list)
+    for n in nodes:
+        by_problem[n["problem_id"]].append(n)
+    solutions, traces = defaultdict(list), defaultdict(list)
+    for s in data.solutions:
+        solutions[s["problem_id"]].append(s)
+    for t in data.traces:
+        traces[t["problem_id"]].append(t)
+    return [_problem_tree(p, by_problem[p["problem_id"]], labels, solutions[p["problem_id"]],
+                          traces[p["problem_id"]]) for p in problems]
+
+
+def _problem_tree(problem: Row, nodes: list[Row], labels: dict[str, list[list]], solutions: list[Row],
+                  traces: list[Row]) -> dict:
+    root = next((n for n in nodes if n["depth"] == 0), None)
+    index = {n["node_id"]: 0 for n in nodes if n["depth"] == 0}
+    rows = [[-1, problem["question"], root and root["value"], root["n"] if root else 0,
+             root["n_correct"] if root else 0, False, None, None, "root", [], []]]
+    for n in nodes:
+        if n["depth"] == 0:
+            continue
+        index[n["node_id"]] = len(rows)
+        rows.append([index.get(n["parent_id"], 0), n["text"], n["value"], n["n"] or 0, n["n_correct"] or 0,
+                     bool(n["terminal"]), n["answer"], n["outcome_correct"], n["origin"],
+                     labels.get(n["node_id"], []), wrong_claims(n["text"] or "")])
+    return {
+        "id": problem["problem_id"], "question": problem["question"], "gold": problem["gold_answer"],
+        "columns": ["parent", "text", "value", "n", "n_correct", "terminal", "answer", "outcome_correct",
+                    "origin", "labels", "wrong_claims"],
+        "nodes": rows,
+        "solutions": [{"index": s["sample_index"], "correct": s["correct"], "answer": s["answer"],
+                       "first_error": s["first_error"], "n_tokens": s["n_tokens"],
+                       "path": [index[i] for i in s["node_ids"] if i in index]} for s in solutions],
+        "traces": [{"kind": t["kind"], "n_tokens": t["n_tokens"], "length_ratio": t["length_ratio"],
+                    "path": [index[i] for i in t["node_ids"] if i in index]} for t in traces],
+    }
+
+
+def _json_script(obj: object) -> str:
+    """JSON safe inside ``<script>``: ``<`` is escaped, so no text can close the element early."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str).replace("<", "\\u003c")
+
+
+# ---------------------------------------------------------------- the page
+
+def render_report(cat: Catalog, run_id: str, cfg: ReportConfig | None = None) -> str:
+    """The report page of ``run_id`` as one HTML string."""
+    cfg = cfg or ReportConfig()
+    data = load_run(cat, run_id)
+    sections = []
+    for key, (title, plot) in SECTIONS.items():
+        fig, note = plot(data, cfg)
+        sections.append({"key": key, "title": title, "note": note, "png": _png(fig, cfg.dpi) if fig else None})
+    trees = tree_data(cat, data, cfg)
+    n_correct = sum(bool(s["correct"]) for s in data.solutions)
+    summary = {"problems": len(data.problems), "solutions": len(data.solutions),
+               "accuracy": f"{n_correct / len(data.solutions):.1%}" if data.solutions else "—",
+               **(data.counts[0] if data.counts else {}),
+               "rejected or filtered": sum(r["n"] for r in data.rejects)}
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.from_string((ASSETS / "report.html.j2").read_text(encoding="utf-8"))
+    return template.render(
+        run_id=run_id, run=data.run, stats=data.stats, summary=summary, sections=sections,
+        css=(ASSETS / "report.css").read_text(encoding="utf-8"), js=(ASSETS / "report.js").read_text(encoding="utf-8"),
+        problems=[{"id": t["id"], "question": t["question"], "n_nodes": len(t["nodes"]) - 1,
+                   "n_solutions": len(t["solutions"]), "n_correct": sum(bool(s["correct"]) for s in t["solutions"]),
+                   "n_traces": len(t["traces"])} for t in trees],
+        trees=[_json_script(t) for t in trees],
+        omitted=max(0, len(data.problems) - len(trees)), run_missing=not data.runs)
+
+
+def write_report(root: Path | str, run_id: str, out_path: Path | str | None = None,
+                 cfg: ReportConfig | None = None) -> Path:
+    """Write the report of ``run_id`` under data root ``root``; returns the HTML file's path.
+
+    Default path: ``<root>/runs/<run_id>/report.html`` (beside the run's tables, outside every table folder).
+    """
+    paths = RunPaths(Path(root), run_id)
+    if not paths.run_dir.is_dir():
+        raise FileNotFoundError(f"no run {run_id!r} under {paths.root}")
+    with Catalog(root, save=False) as cat:
+        page = render_report(cat, run_id, cfg)
+    out = Path(out_path) if out_path else paths.run_dir / REPORT_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
