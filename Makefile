@@ -22,6 +22,8 @@ run: $(STAMP)
 	$(BIN)/tracemill run
 
 test: $(STAMP)
+	# the report's browser test drives Debian's headless chromium (installed once; a no-op when present)
+	bash .ci/install_browser.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -39,10 +39,17 @@ def _vllm(config: dict[str, Any]) -> Engine:
     return VLLMEngine(VLLMConfig(**config))
 
 
+def _openai(config: dict[str, Any]) -> Engine:
+    from cluster.openai_engine import OpenAIConfig, OpenAIEngine
+
+    return OpenAIEngine(OpenAIConfig(**config))
+
+
 BACKENDS: dict[str, EngineFactory] = {
     "transformers": _transformers,
     "sim": _sim,
     "vllm": _vllm,
+    "openai": _openai,
 }
 
 

@@ -261,6 +261,21 @@ def label(config: ConfigOpt = None, set_: SetOpt = None,
     print_summary(console, summary)
 
 
+@app.command()
+def report(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
+           out: Annotated[Path | None, typer.Option("--out", help="default: <root>/runs/<run_id>/report.html")] = None) -> None:
+    """Write a self-contained HTML report: plots and a search-tree viewer.
+
+    Example: tracemill report quickstart-20261121-101500-ab12cd
+    """
+    from pipelines.report import write_report
+
+    try:
+        console.print(f"report: {write_report(root, run_id, out)}")
+    except FileNotFoundError as err:
+        fail(str(err))
+
+
 def print_arrow(table, fmt: str, limit: int) -> None:  # noqa: ANN001 - a pyarrow Table
     if fmt == "csv":
         import pyarrow.csv as pacsv

@@ -43,7 +43,7 @@ class ProblemsConfig(_Section):
 
 
 class EngineConfig(_Section):
-    backend: Literal["transformers", "sim", "vllm"] = "transformers"
+    backend: Literal["transformers", "sim", "vllm", "openai"] = "transformers"
     model: str = "smollm2-135m-instruct"  # registry name or a local HF-format folder
     replicas: int = Field(1, ge=1)  # engine actors (one per GPU on a cluster)
     num_gpus: float = Field(0, ge=0)  # per actor

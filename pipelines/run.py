@@ -216,7 +216,8 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
     root = Path(cfg.storage.root).resolve()
     summary = RunSummary(run_id=run_id, root=str(root))
     start = time.perf_counter()
-    start_run(root, run_id, cfg.model_dump(mode="json"), model=cfg.engine.model, engine=cfg.engine.backend,
+    start_run(root, run_id, cfg.model_dump(mode="json"),
+              model=cfg.engine.model if cfg.engine.backend != "sim" else "sim", engine=cfg.engine.backend,
               code_version=code_version())
     try:
         _execute(cfg, problems, load_rejects, scfg, lcfg, spec, run_id, root, summary, resume, progress,
