@@ -7,6 +7,7 @@ import pytest
 from search.reflection import Detour, ReflectionConfig, StepLabel, reflect
 from search.traces import MineConfig, Solution, mine, shortest_correct, solutions_from_tree
 from tests.traces_fixtures import S1, S2, S3, W1, W2, W2B, bad, good, marble_tree
+from verifier.arith_claims import check_step
 
 
 def test_shortest_picks_fewest_tokens_among_verified_and_reports_ratio_to_median():
@@ -56,7 +57,12 @@ def test_backtrack_contains_exactly_its_wrong_step_then_reflection_then_return()
         start, end = trace.wrong_spans()[0]
         assert trace.text[start:end] == tree.nodes[wrong_id].text
         reflection = trace.segments[pos + 1]
-        assert "0 of 8" in reflection
+        # feedback: the failed arithmetic claim when the step has one, else the MC evidence
+        wrong_claims = check_step(tree.nodes[wrong_id].text).wrong
+        if wrong_claims:
+            assert str(wrong_claims[0]) in reflection and "48" in reflection
+        else:
+            assert "0 of 8" in reflection
         if wrong_id == named["w1"].node_id:
             assert "step 1" in reflection and "start" in reflection
             assert trace.segments[pos + 2] == S1  # returns to the beginning, then the good step

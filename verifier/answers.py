@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 logger = logging.getLogger(__name__)
+# math-verify warns once per process that its own signal timeouts are off; we enforce time limits ourselves
+logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 MAX_TEXT_CHARS = 100_000  # only the tail of longer texts is searched: final answers sit at the end
 MAX_ANSWER_CHARS = 1_000  # longer "answers" are not sent to math-verify (parse cost grows fast)

@@ -7,7 +7,8 @@ the most common parsable verdict; an unparsable answer is no vote, and no votes 
 Example::
 
     >>> from search.program import run_program  # doctest: +SKIP
-    >>> run_program(judge_program(question, steps, engine.apply_chat_template, JudgeConfig()), engine.generate)
+    >>> prog = judge_program(question, steps, engine.apply_chat_template, JudgeConfig())  # doctest: +SKIP
+    >>> run_program(prog, engine.generate)  # doctest: +SKIP
     2
 """
 

@@ -14,7 +14,8 @@ Example::
 
     >>> cfg = PrmConfig(backbone="smollm2-135m-instruct", epochs=2)  # doctest: +SKIP
     >>> prm = ProcessRewardModel.build(cfg)  # doctest: +SKIP
-    >>> report = train(prm, [{"prompt": "2+2?", "completions": ["2+2=4", "So 4."], "labels": [True, True]}])
+    >>> rows = [{"prompt": "2+2?", "completions": ["2+2=4", "So 4."], "labels": [True, True]}]
+    >>> report = train(prm, rows)  # doctest: +SKIP
     >>> prm.score("2+2?", ["2+2=5", "So 5."])  # doctest: +SKIP
     [0.12, 0.08]
 """
@@ -96,8 +97,9 @@ class ProcessRewardModel(nn.Module):
     def __init__(self, body: nn.Module, tokenizer: Any, cfg: PrmConfig, body_path: str):
         super().__init__()
         self.body, self.tokenizer, self.cfg, self.body_path = body, tokenizer, cfg, body_path
-        torch.manual_seed(cfg.seed)
-        self.head = nn.Linear(body.config.hidden_size, 2).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # a seeded head init that leaves the global RNG alone
+            torch.manual_seed(cfg.seed)
+            self.head = nn.Linear(body.config.hidden_size, 2).to(self.device)
         self.body.requires_grad_(not cfg.freeze_body)
 
     @classmethod
@@ -162,7 +164,11 @@ class ProcessRewardModel(nn.Module):
     # ------------------------------------------------------------ save / load
 
     def save(self, out_dir: str | Path) -> Path:
-        """Head weights + config JSON; the body path is recorded, or the body saved when it was trained."""
+        """Head weights + config JSON; the body path is recorded, or the body saved when it was trained.
+
+        A frozen body is referenced by its local path (not copied), so such a PRM folder is portable only
+        together with that body folder.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         body_path = self.body_path

@@ -16,20 +16,20 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from verifier import answers
 
 RewardFn = Callable[..., list[float]]
 Judge = Callable[[str, str], bool]  # (completion text, gold answer) -> correct
 Extract = Callable[[str], Any]  # completion text -> answer or None
 
 
-def _answers(name: str) -> Callable:
-    """A function of ``verifier.answers``, looked up at call time so this module imports without it."""
-    return getattr(importlib.import_module("verifier.answers"), name)
+def _correct(text: str, gold: str) -> bool:
+    return answers.judge(text, gold).correct
 
 
 def completion_text(completion: str | list[dict[str, str]]) -> str:
@@ -51,7 +51,7 @@ def _named(fn: RewardFn, name: str) -> RewardFn:
 def make_format_reward(extract: Extract | None = None) -> RewardFn:
     """1.0 when a final answer can be extracted from the completion, else 0.0."""
     def format_reward(prompts: list, completions: list, **kwargs: Any) -> list[float]:
-        get = extract or _answers("extract_answer")
+        get = extract or answers.extract_answer
         return [float(get(completion_text(c)) is not None) for c in completions]
     return _named(format_reward, "format_reward")
 
@@ -59,7 +59,7 @@ def make_format_reward(extract: Extract | None = None) -> RewardFn:
 def make_accuracy_reward(judge: Judge | None = None, answer_column: str = "answer") -> RewardFn:
     """1.0 when the completion's answer matches the gold answer of its row (``answer_column``)."""
     def accuracy_reward(prompts: list, completions: list, **kwargs: Any) -> list[float]:
-        check = judge or _answers("judge")
+        check = judge or _correct
         golds = kwargs[answer_column]
         return [float(check(completion_text(c), str(g))) for c, g in zip(completions, golds, strict=True)]
     return _named(accuracy_reward, "accuracy_reward")
@@ -96,7 +96,7 @@ def make_length_reward(cfg: LengthRewardConfig | None = None, judge: Judge | Non
             groups.setdefault(prompt_key(p), []).append(i)
         ok = [True] * len(texts)
         if cfg.only_correct:
-            check = judge or _answers("judge")
+            check = judge or _correct
             ok = [check(t, str(g)) for t, g in zip(texts, kwargs[cfg.answer_column], strict=True)]
         out = [0.0] * len(texts)
         for members in groups.values():
