@@ -11,9 +11,10 @@ seed key, so re-mining the same tree with the same seed gives byte-identical tra
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from verifier.arith_claims import check_step
 
 
 @dataclass(frozen=True)
@@ -83,21 +84,12 @@ def pick(templates: tuple[str, ...], key: str) -> str:
 
 
 def _arith_feedback(detour: Detour, cfg: ReflectionConfig, key: str) -> str | None:
-    """The first wrong arithmetic claim of the step, via ``verifier.arith_claims`` when it is installed."""
-    try:
-        check_step = importlib.import_module("verifier.arith_claims").check_step
-    except (ImportError, AttributeError):
-        return None
+    """The first wrong arithmetic claim of the step, found by ``verifier.arith_claims``."""
     check = check_step(detour.wrong_text)
-    wrong = list(getattr(check, "wrong", None) or getattr(check, "wrong_claims", None) or [])
-    if not wrong:
+    if not check.wrong:
         return None
-    claim = wrong[0]
-    stated = getattr(claim, "text", None) or str(claim)
-    correct = next((v for v in (getattr(claim, f, None) for f in ("expected", "correct", "actual"))
-                    if v is not None), None)
-    if correct is None:
-        return None
+    claim = check.wrong[0]
+    stated, correct = str(claim), claim.actual
     return pick(cfg.claim_feedback, key + ":claim").format(claim=stated.strip(), correct=_num(correct))
 
 

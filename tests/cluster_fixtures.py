@@ -1,0 +1,82 @@
+"""Shared pieces of the cluster tests: a flaky sim engine, a step-by-step program, a Ray cluster fixture.
+
+``FLAKY`` is a backend name (``module:callable``) that Ray workers resolve by import, so tests exercise the
+same path a real run uses (spec → actor → ``cluster.backends.build_engine``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+
+from cluster.arith import generate
+from cluster.engine import GenRequest, GenResult, request_key, seed_for
+from cluster.sim_engine import SimConfig, SimEngine
+
+FLAKY = "tests.cluster_fixtures:flaky_sim"
+POISON = "POISON"  # a prompt containing this always makes the flaky engine raise
+DELIMITER = "\n\n"
+
+
+class FlakySim(SimEngine):
+    """The sim engine, except that any batch holding a poisoned prompt raises."""
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        if any(POISON in req.prompt for req in requests):
+            raise ValueError("poisoned prompt")
+        return super().generate(requests)
+
+
+def flaky_sim(config: dict[str, Any]) -> FlakySim:
+    return FlakySim(SimConfig(**config))
+
+
+def prompts(n: int, seed: int = 0) -> dict[str, str]:
+    """``n`` arith prompts keyed by a short problem key."""
+    eng = SimEngine()
+    return {f"p{i}": eng.apply_chat_template([{"role": "user", "content": spec.question}])
+            for i, spec in enumerate(generate(n, seed))}
+
+
+def step_program(key: str, prompt: str, depth: int = 3, n: int = 2) -> Generator[list[GenRequest], list[GenResult], list[str]]:
+    """Greedy step-by-step search: each round samples ``n`` next steps, keeps the first; returns the steps.
+
+    Checks that every result answers the request it was sent for (a lost or duplicated result fails).
+    """
+    prefix, steps = "", []
+    for d in range(depth):
+        rk = request_key(key, d)
+        req = GenRequest(rk, prompt, prefix, n=n, max_new_tokens=64, stop=(DELIMITER,),
+                         seed=seed_for(rk, 0), group=key)
+        [res] = yield [req]
+        assert res.request_key == rk and len(res.samples) == n
+        step = res.samples[0].text
+        steps.append(step)
+        prefix += step
+        if res.samples[0].finish_reason != "stop":
+            break
+    return steps
+
+
+def programs(prompt_by_key: dict[str, str], **kw: Any) -> Iterator[tuple[str, Any]]:
+    return ((k, step_program(k, p, **kw)) for k, p in prompt_by_key.items())
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    """A local 3-node Ray cluster (head + 2 workers, 1 CPU each), shut down after the module."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    cluster.worker_nodes_started = workers
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
