@@ -25,7 +25,7 @@ test: $(STAMP)
 	# the report's browser test drives Debian's headless chromium (installed once; a no-op when present)
 	bash .ci/install_browser.sh
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_cpu.py

@@ -215,7 +215,7 @@ class EnginePool:
 
     def apply_chat_template(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         """Render conversations with the engines' chat template (all actors host the same model)."""
-        for actor, healthy in zip(self.actors, self._healthy):
+        for actor, healthy in zip(self.actors, self._healthy, strict=True):
             if healthy:
                 return ray.get(actor.apply_chat_template.remote(conversations))
         raise RuntimeError("no healthy engine actor to render prompts")

@@ -235,6 +235,74 @@ def eval_labels(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
     console.print(out)
 
 
+@eval_app.command("processbench")
+def eval_processbench_cmd(
+        verifier: Annotated[str, typer.Option(help="arith | mc | consensus | prm:PATH")] = "arith",
+        run: Annotated[str | None, typer.Option("--run", help="mc/consensus: predictions from this label run")] = None,
+        predictions: Annotated[Path | None, typer.Option(help="mc/consensus: JSONL {id, subset, predicted}")] = None,
+        data_dir: Annotated[Path | None, typer.Option(help="ProcessBench folder (gsm8k.json, math.json, ...)")] = None,
+        policy: Annotated[str, typer.Option(help="consensus: keep | flag | drop | strict")] = "strict",
+        limit: Annotated[int, typer.Option(help="rows per subset (0 = all)")] = 0,
+        out: Annotated[Path, typer.Option(help="writes predictions.jsonl and results.json here")] = Path("eval_processbench"),
+        root: RootOpt = DEFAULT_ROOT) -> None:
+    """Per-subset first-error F1 on ProcessBench (PRM threshold chosen on the GSM8K subset).
+
+    Example: tracemill eval processbench --verifier arith --data-dir ../shared/data/processbench
+    """
+    from pipelines.eval_processbench import DEFAULT_DATA, EvalOptions, eval_processbench, predictions_from_run
+
+    data = data_dir or DEFAULT_DATA
+    if not data.is_dir():
+        fail(f"--data-dir: not a folder: {data}")
+    try:
+        if run is not None:
+            predictions = predictions_from_run(root, run, out / "mc_predictions.jsonl")
+        eval_processbench(verifier, out, EvalOptions(data_dir=data, predictions=predictions, policy=policy,
+                                                     limit=limit), console)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+
+
+@app.command("train-prm")
+def train_prm_cmd(data: Annotated[Path, typer.Argument(help="PRM rows {prompt, completions, labels}: Parquet or JSONL")],
+                  out: Annotated[Path, typer.Argument(help="folder for the trained verifier")],
+                  config: Annotated[Path | None, typer.Option("--config", "-c", help="e.g. configs/prm_demo.toml")] = None,
+                  set_: SetOpt = None, limit: int = 0) -> None:
+    """Train a process verifier: a score head read at each step's last token.
+
+    Example: tracemill export RUN --format trl-prm --out prm && tracemill train-prm prm/prm.parquet prm_model -c configs/prm_demo.toml
+    """
+    from pipelines.train_prm import train_prm
+
+    for path in [data] + ([config] if config else []):
+        if not path.exists():
+            fail(f"file not found: {path}")
+    try:
+        report = train_prm(data, out, config, parse_overrides(set_), limit)
+    except (ValueError, TypeError) as err:
+        fail(str(err))
+    console.print(f"trained on {report.n_examples} examples; loss by epoch: "
+                  + ", ".join(f"{x:.4f}" for x in report.epoch_losses) + f"; saved to {out}")
+
+
+@app.command()
+def score(model_dir: Annotated[Path, typer.Argument(help="a folder written by train-prm")],
+          data: Annotated[Path, typer.Argument(help="PRM rows or ProcessBench-style rows to score")],
+          out: Annotated[Path, typer.Argument(help="output Parquet file of per-step scores")],
+          limit: int = 0) -> None:
+    """Write PRM scores per step.
+
+    Example: tracemill score prm_model prm/prm.parquet scores.parquet
+    """
+    from pipelines.score import score_file
+
+    for path in (model_dir, data):
+        if not path.exists():
+            fail(f"file not found: {path}")
+    table = score_file(model_dir, data, out, limit)
+    console.print(f"{table.num_rows} step scores written to {out}")
+
+
 @app.command()
 def label(config: ConfigOpt = None, set_: SetOpt = None,
           strategy: Annotated[str | None, typer.Option("--strategy", help="linear | binary | adaptive | mcts")] = None,
@@ -274,6 +342,63 @@ def report(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
         console.print(f"report: {write_report(root, run_id, out)}")
     except FileNotFoundError as err:
         fail(str(err))
+
+
+AddressOpt = Annotated[str, typer.Option("--address", help="Ray dashboard address, e.g. http://HEAD:8265")]
+
+
+@app.command()
+def submit(config: Annotated[Path, typer.Argument(help="TOML recipe to run on the cluster")],
+           address: AddressOpt = "http://127.0.0.1:8265",
+           run_id: Annotated[str | None, typer.Option("--run-id", help="default: generated from the config name")] = None,
+           working_dir: Annotated[Path, typer.Option(help="shipped to the cluster")] = Path(".")) -> None:
+    """Submit a run as a Ray job; the run id is the submission id, so a run is never submitted twice.
+
+    Example: tracemill submit --address http://10.0.0.1:8265 configs/sim.toml
+    """
+    from pipelines.run import new_run_id
+    from pipelines.submit import AlreadySubmitted
+    from pipelines.submit import submit as submit_job
+
+    try:
+        cfg = load_config(config)
+        rid = run_id or new_run_id(cfg)
+        console.print(f"submitted {submit_job(address, str(config), rid, working_dir=str(working_dir))}")
+    except ConfigError as err:
+        fail(str(err))
+    except AlreadySubmitted as err:
+        fail(str(err))
+
+
+@app.command()
+def status(run_id: RunArg, address: AddressOpt = "http://127.0.0.1:8265") -> None:
+    """The Ray job status of a submitted run.
+
+    Example: tracemill status sim-20261121-101500-ab12cd
+    """
+    from pipelines.submit import status as job_status
+
+    try:
+        console.print(job_status(address, run_id))
+    except KeyError as err:
+        fail(f"no job {run_id!r} at {address}: {err}")
+
+
+@app.command()
+def logs(run_id: RunArg, address: AddressOpt = "http://127.0.0.1:8265",
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="stream until the job ends")] = False) -> None:
+    """The driver log of a submitted run.
+
+    Example: tracemill logs sim-20261121-101500-ab12cd --follow
+    """
+    from pipelines.submit import logs as job_logs
+
+    try:
+        for chunk in job_logs(address, run_id, follow=follow):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    except KeyError as err:
+        fail(f"no job {run_id!r} at {address}: {err}")
 
 
 def print_arrow(table, fmt: str, limit: int) -> None:  # noqa: ANN001 - a pyarrow Table

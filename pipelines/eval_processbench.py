@@ -33,7 +33,7 @@ from verifier.consensus import combine_first_errors
 
 SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
 THRESHOLD_SUBSET = "gsm8k"
-DEFAULT_DATA = Path("/work/shared/data/processbench")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "processbench"  # beside a checkout
 THRESHOLDS = tuple(i / 20 for i in range(1, 20))  # PRM thresholds tried on GSM8K: 0.05 .. 0.95
 
 
@@ -166,3 +166,20 @@ def eval_processbench(verifier: str, out_dir: Path, opts: EvalOptions | None = N
     (out_dir / "results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     (console or Console()).print(render(table, f"ProcessBench first-error F1 — {verifier}"))
     return table
+
+
+def predictions_from_run(root: Path, run_id: str, out: Path) -> Path:
+    """MC predictions of a ``tracemill label --solutions`` run over ProcessBench rows, in the file format above.
+
+    Each given solution's labeled first error becomes the prediction for its ProcessBench row id.
+    """
+    from storage.catalog import Catalog
+
+    with Catalog(root) as cat:
+        rows = cat.sql("SELECT json_extract_string(p.meta_json, '$.id') AS id, s.first_error AS predicted "
+                       "FROM solutions s JOIN problems p USING (run_id, problem_id)", run_id=run_id).to_pylist()
+    preds = [{"id": r["id"], "subset": r["id"].rsplit("-", 1)[0], "predicted": r["predicted"]}
+             for r in rows if r["id"]]
+    if not preds:
+        raise ValueError(f"run {run_id!r} has no labeled ProcessBench solutions under {root}")
+    return write_predictions(out, preds)

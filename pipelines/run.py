@@ -35,8 +35,8 @@ from cluster.actors import ActorSpec
 from cluster.engine import GenResult
 from cluster.pool import EnginePool, PoolConfig, run_programs_async
 from pipelines.config import ConfigError, RunConfig
-from search.labeling import STRATEGIES, make_config, rows
 from search.given import given_solutions, has_given_solution
+from search.labeling import STRATEGIES, make_config, rows
 from search.loaders import LoadError, attach_gold, load_arith, load_problems
 from search.problems import Problem
 from search.program import Program
@@ -259,19 +259,16 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
     if load_rejects:
         writer.commit("load-rejects", {"rejects": load_rejects})
     summary.rejects += len(load_rejects)
-    todo = [(name, shard) for name, shard in zip(names, shards) if name not in done]
+    todo = [(name, shard) for name, shard in zip(names, shards, strict=True) if name not in done]
     summary.skipped_shards = len(shards) - len(todo)
     if not todo:
         return
 
-    address = ray_address if ray_address is not None else cfg.ray.address
-    if not ray.is_initialized():
-        ray.init(address=address or None, include_dashboard=False, num_cpus=cfg.ray.num_cpus if not address
-                 else None, log_to_driver=False, configure_logging=False)
+    connect_ray(ray_address if ray_address is not None else cfg.ray.address, cfg.ray.num_cpus)
     pool = EnginePool.launch(spec, cfg.engine.replicas, PoolConfig(max_retries=cfg.ray.max_retries))
     try:
         messages = [_messages(p, scfg) for _, shard in todo for p in shard]
-        prompts = dict(zip([p.problem_id for _, shard in todo for p in shard], pool.apply_chat_template(messages)))
+        prompts = dict(zip([p.problem_id for _, shard in todo for p in shard], pool.apply_chat_template(messages), strict=True))
         shard_of = {p.problem_id: name for name, shard in todo for p in shard}
         left = {name: len(shard) for name, shard in todo}
         buffers: dict[str, dict[str, list[dict]]] = {name: {} for name, _ in todo}
@@ -315,6 +312,15 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
                                max_active=max(64, 8 * cfg.engine.replicas))
     finally:
         pool.shutdown()
+
+
+def connect_ray(address: str, num_cpus: int | None) -> None:
+    """Join ``address`` (or the cluster a Ray job runs in), else start a local Ray without a dashboard."""
+    if ray.is_initialized():
+        return
+    joining = bool(address or os.environ.get("RAY_ADDRESS"))
+    ray.init(address=address or None, include_dashboard=None if joining else False,
+             num_cpus=None if joining else num_cpus, log_to_driver=False, configure_logging=False)
 
 
 def _messages(problem: Problem, scfg: SamplingConfig) -> list[dict[str, str]]:

@@ -7,7 +7,7 @@ fields, plus dotted-free overrides; unknown keys are errors.
 
 Example::
 
-    >>> report = train_prm(Path("runs/r1/prm_dataset"), Path("models/prm"), Path("configs/prm_demo.toml"))
+    >>> train_prm(Path("runs/r1/prm_dataset"), Path("models/prm"), Path("configs/prm_demo.toml"))  # doctest: +SKIP
 """
 
 from __future__ import annotations

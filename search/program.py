@@ -40,7 +40,7 @@ def run_programs(programs: dict[str, Program[Any]], generate: GenerateFn,
         if len(outs) != len(batch):
             raise RuntimeError(f"engine returned {len(outs)} results for {len(batch)} requests")
         by_key: dict[str, list[GenResult]] = {}
-        for (key, _), out in zip(batch, outs):
+        for (key, _), out in zip(batch, outs, strict=True):
             by_key.setdefault(key, []).append(out)
         pending = {}
         for key, outs_k in by_key.items():

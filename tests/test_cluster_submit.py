@@ -104,3 +104,29 @@ def test_submit_runs_once_per_run_id_and_logs_come_back(head, tmp_path):
 def test_a_cluster_with_token_auth_refuses_a_client_without_the_token(head):
     with pytest.raises(Exception, match="(?i)unauthori|token|401"):
         jobs.status(head, "run-1")
+
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("cluster", "search", "verifier", "pipelines", "storage")
+
+
+def test_a_sim_run_submitted_as_a_job_completes_and_writes_its_tables(head, tmp_path):
+    from storage.catalog import Catalog
+
+    work, data = tmp_path / "work", tmp_path / "data"
+    for pkg in PACKAGES:  # ship only the code, as a user's checkout would be shipped
+        shutil.copytree(REPO / pkg, work / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "configs").mkdir()
+    (work / "configs" / "job.toml").write_text(
+        f'name = "job"\n[problems]\nn = 6\n[engine]\nbackend = "sim"\nnum_cpus = 0.5\n'
+        f'[storage]\nroot = "{data}"\n')
+    assert jobs.submit(head, str(work / "configs" / "job.toml"), "sim-job-1", str(work), TOKEN) == "sim-job-1"
+    state = _wait_done(head, "sim-job-1", timeout_s=120)
+    log = "".join(jobs.logs(head, "sim-job-1", token=TOKEN))
+    assert state == "SUCCEEDED", log[-2000:]
+    with Catalog(data) as cat:
+        counts = cat.sql("SELECT (SELECT count(*) FROM problems) AS p, (SELECT status FROM runs) AS s",
+                         run_id="sim-job-1").to_pylist()[0]
+    assert counts == {"p": 6, "s": "finished"}
+    with pytest.raises(jobs.AlreadySubmitted):
+        jobs.submit(head, str(work / "configs" / "job.toml"), "sim-job-1", str(work), TOKEN)
