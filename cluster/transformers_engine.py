@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -89,6 +90,59 @@ class _Row:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str = ""
+
+
+@dataclass
+class _Batch:
+    """The running decode batch: the KV cache and per-row tensors, aligned with ``active`` (row indices)."""
+
+    cache: DynamicCache
+    mask: torch.Tensor  # (rows, cache length) attention mask; left padding is 0
+    active: list[int]
+    next_ids: torch.Tensor
+    positions: torch.Tensor
+    temperature: torch.Tensor
+    top_p: torch.Tensor
+    uniforms: torch.Tensor  # (rows, max_new_tokens) each row's own random stream
+
+    def select(self, index: torch.Tensor) -> None:
+        self.cache.batch_select_indices(index)
+        for name in ("mask", "next_ids", "positions", "temperature", "top_p", "uniforms"):
+            setattr(self, name, getattr(self, name)[index])
+
+    def merge(self, other: _Batch) -> _Batch:
+        """Rows of both batches in one: caches and masks left-padded to the longer cache, then stacked."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+            values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+            mine.keys, mine.values = keys, values  # the growing layer adopts new tensors on its next update
+        steps = max(self.uniforms.shape[1], other.uniforms.shape[1])
+        return _Batch(
+            cache=self.cache,
+            mask=torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(other.mask, width, dim=1)]),
+            active=self.active + other.active,
+            next_ids=torch.cat([self.next_ids, other.next_ids]),
+            positions=torch.cat([self.positions, other.positions]),
+            temperature=torch.cat([self.temperature, other.temperature]),
+            top_p=torch.cat([self.top_p, other.top_p]),
+            uniforms=torch.cat([_right_fill(self.uniforms, steps), _right_fill(other.uniforms, steps)]),
+        )
+
+
+def _left_pad(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
+    """Zeros before ``t`` along ``dim`` up to ``width`` (cache: the sequence axis; mask: dim 1)."""
+    missing = width - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _right_fill(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Uniform streams padded to ``width`` steps (rows never read past their own max_new_tokens)."""
+    return t if t.shape[1] == width else torch.cat([t, t.new_full((t.shape[0], width - t.shape[1]), 0.5)], 1)
 
 
 def _inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -207,15 +261,15 @@ class TransformersEngine:
         """One result per request, in order; see the module docstring for batching and seeding."""
         for request in requests:
             _check(request)
+        items = self._items(requests)
         samples: list[list[Sample | None]] = [[None] * r.n for r in requests]
         prompt_tokens = [0] * len(requests)
         cached = [0] * len(requests)
-        for batch in self._batches(requests):
-            for item, item_samples in zip(batch, self._run_batch(requests, batch), strict=True):
-                samples[item.req][item.first : item.first + item.count] = item_samples
-                prompt_tokens[item.req] = len(item.ids)
-                if self.share_prefix:  # samples 2..count reuse the context minus its last token
-                    cached[item.req] += (item.count - 1) * (len(item.ids) - 1)
+        for item, item_samples in zip(items, self._decode(requests, items), strict=True):
+            samples[item.req][item.first : item.first + item.count] = item_samples
+            prompt_tokens[item.req] = len(item.ids)
+            if self.share_prefix:  # samples 2..count reuse the context minus its last token
+                cached[item.req] += (item.count - 1) * (len(item.ids) - 1)
         return [
             GenResult(
                 request_key=r.request_key,
@@ -228,24 +282,15 @@ class TransformersEngine:
             for i, (r, s) in enumerate(zip(requests, samples, strict=True))
         ]
 
-    def _batches(self, requests: list[GenRequest]) -> list[list[_Item]]:
-        """Split requests into items of <= max_batch_size samples; pack items of similar length together."""
+    def _items(self, requests: list[GenRequest]) -> list[_Item]:
+        """Requests split into items of <= max_batch_size samples, shortest context first (less padding)."""
         items = [
             _Item(req=i, first=first, count=min(self.max_batch_size, r.n - first), ids=ids)
             for i, r in enumerate(requests)
             for ids in [self.encode(r)]
             for first in range(0, r.n, self.max_batch_size)
         ]
-        items.sort(key=lambda it: len(it.ids))  # less left padding per batch
-        batches: list[list[_Item]] = []
-        rows = self.max_batch_size
-        for item in items:
-            if rows + item.count > self.max_batch_size:
-                batches.append([])
-                rows = 0
-            batches[-1].append(item)
-            rows += item.count
-        return batches
+        return sorted(items, key=lambda it: len(it.ids))
 
     @torch.inference_mode()
     def _prefill(self, contexts: list[list[int]]) -> tuple[DynamicCache, torch.Tensor]:
@@ -271,50 +316,78 @@ class TransformersEngine:
         draws = [torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]
         return torch.stack(draws).to(self.device, torch.float32)
 
-    @torch.inference_mode()
-    def _run_batch(self, requests: list[GenRequest], items: list[_Item]) -> list[list[Sample]]:
-        """Prefill the items' contexts (once per item when sharing), then decode all sample rows together."""
-        rows = [_Row(request=requests[it.req], item=k) for k, it in enumerate(items) for _ in range(it.count)]
-        seeds = [requests[it.req].seed + it.first + j for it in items for j in range(it.count)]
+    def _admit(self, requests: list[GenRequest], items: list[_Item], ks: list[int], rows: list[_Row]) -> _Batch:
+        """Prefill items ``ks`` (once per item when sharing) into a batch of their sample rows."""
+        new_rows = [_Row(request=requests[items[k].req], item=k) for k in ks for _ in range(items[k].count)]
+        seeds = [requests[items[k].req].seed + items[k].first + j for k in ks for j in range(items[k].count)]
         # The last context token stays uncached: it is the first decode input of every sample row.
         if self.share_prefix:
-            cache, mask = self._prefill([it.ids[:-1] for it in items])
-            expand = torch.tensor([row.item for row in rows], device=self.device)
+            cache, mask = self._prefill([items[k].ids[:-1] for k in ks])
+            expand = torch.tensor([i for i, k in enumerate(ks) for _ in range(items[k].count)], device=self.device)
             cache.batch_select_indices(expand)  # = batch_repeat_interleave, generalised to per-item counts
             mask = mask[expand]
         else:
-            cache, mask = self._prefill([items[row.item].ids[:-1] for row in rows])
-        next_ids = torch.tensor([items[row.item].ids[-1] for row in rows], device=self.device)
-        positions = torch.tensor([len(items[row.item].ids) - 1 for row in rows], device=self.device)
-        temperature = torch.tensor([row.request.temperature for row in rows], device=self.device)
-        top_p = torch.tensor([row.request.top_p for row in rows], device=self.device)
-        steps = max(row.request.max_new_tokens for row in rows)
-        uniforms = self._uniforms(seeds, steps)
-        active = list(range(len(rows)))
-        for step in range(steps):
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
-            logits = self.model(
-                input_ids=next_ids.unsqueeze(-1),
-                attention_mask=mask,
-                position_ids=positions.unsqueeze(-1),
-                past_key_values=cache,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
-            tokens = sample_tokens(logits.float(), temperature, top_p, uniforms[:, step])
-            keep = [k for k, tok in enumerate(tokens.tolist()) if not self._append(rows[active[k]], tok)]
-            if not keep:
-                break
-            if len(keep) < len(active):  # drop finished rows so they cost nothing further
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                mask, tokens, positions = mask[index], tokens[index], positions[index]
-                temperature, top_p, uniforms = temperature[index], top_p[index], uniforms[index]
-                active = [active[k] for k in keep]
-            next_ids, positions = tokens, positions + 1
+            cache, mask = self._prefill([items[row.item].ids[:-1] for row in new_rows])
+        first = len(rows)
+        rows.extend(new_rows)
+        steps = max(row.request.max_new_tokens for row in new_rows)
+        return _Batch(
+            cache=cache,
+            mask=mask,
+            active=list(range(first, len(rows))),
+            next_ids=torch.tensor([items[row.item].ids[-1] for row in new_rows], device=self.device),
+            positions=torch.tensor([len(items[row.item].ids) - 1 for row in new_rows], device=self.device),
+            temperature=torch.tensor([row.request.temperature for row in new_rows], device=self.device),
+            top_p=torch.tensor([row.request.top_p for row in new_rows], device=self.device),
+            uniforms=self._uniforms(seeds, steps),
+        )
+
+    @torch.inference_mode()
+    def _decode(self, requests: list[GenRequest], items: list[_Item]) -> list[list[Sample]]:
+        """Decode every item's sample rows with continuous batching.
+
+        Up to ``max_batch_size`` rows decode together; whenever finished rows leave room for the next queued
+        item, it is prefilled and joined to the running batch (its cache left-padded to the same length), so
+        one long sample no longer holds a nearly empty batch hostage. A row's randomness depends only on its
+        own seed and token index, so when it joins does not change what it samples.
+        """
+        queue = deque(range(len(items)))
+        rows: list[_Row] = []
+        batch: _Batch | None = None
+        while queue or (batch is not None and batch.active):
+            room = self.max_batch_size - (len(batch.active) if batch else 0)
+            ks = []
+            while queue and items[queue[0]].count <= room:
+                room -= items[queue[0]].count
+                ks.append(queue.popleft())
+            if ks:
+                joining = self._admit(requests, items, ks, rows)
+                batch = joining if batch is None or not batch.active else batch.merge(joining)
+            self._step(batch, rows)
         out: list[list[Sample]] = [[] for _ in items]
         for row in rows:
             out[row.item].append(Sample(text=row.text, token_ids=row.token_ids, finish_reason=row.finish_reason))
         return out
+
+    def _step(self, batch: _Batch, rows: list[_Row]) -> None:
+        """Decode one token for every active row; finished rows leave the batch."""
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.active), 1)], dim=-1)
+        logits = self.model(
+            input_ids=batch.next_ids.unsqueeze(-1),
+            attention_mask=batch.mask,
+            position_ids=batch.positions.unsqueeze(-1),
+            past_key_values=batch.cache,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
+        # each row's own next uniform: index = how many tokens it has sampled so far
+        drawn = torch.tensor([len(rows[r].token_ids) for r in batch.active], device=self.device)
+        uniform = batch.uniforms.gather(1, drawn.clamp(max=batch.uniforms.shape[1] - 1).unsqueeze(1)).squeeze(1)
+        tokens = sample_tokens(logits.float(), batch.temperature, batch.top_p, uniform)
+        keep = [k for k, tok in enumerate(tokens.tolist()) if not self._append(rows[batch.active[k]], tok)]
+        batch.next_ids, batch.positions = tokens, batch.positions + 1
+        if len(keep) < len(batch.active):  # drop finished rows so they cost nothing further
+            batch.select(torch.tensor(keep, dtype=torch.long, device=self.device))
+            batch.active = [batch.active[k] for k in keep]
 
     def _append(self, row: _Row, token: int) -> bool:
         """Add a sampled token to the row; returns True when the row has finished."""

@@ -13,7 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,17 @@ def sampling_config(cfg: RunConfig) -> SamplingConfig:
                           system_prompt=s.system_prompt or None)
 
 
+def labeling_options(cfg: RunConfig) -> dict[str, Any]:
+    """The strategy's options; rollouts sample like the solutions unless ``options.rollout`` says otherwise."""
+    s = cfg.sampling
+    rollout = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
+    options = dict(cfg.labeling.options)
+    options["rollout"] = {**rollout, **options.get("rollout", {})}
+    if "delimiter" in {f.name for f in fields(STRATEGIES[cfg.labeling.strategy].config)}:
+        options.setdefault("delimiter", s.delimiter)  # mcts splits rollouts into steps
+    return options
+
+
 def actor_spec(cfg: RunConfig) -> ActorSpec:
     e = cfg.engine
     engine: dict[str, Any] = dict(e.options)
@@ -207,7 +218,7 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
     """Run (or resume) one config end to end; returns the summary. Config errors raise ``ConfigError``."""
     problems, load_rejects = load_inputs(cfg)
     try:
-        lcfg = make_config(cfg.labeling.strategy, cfg.labeling.options)
+        lcfg = make_config(cfg.labeling.strategy, labeling_options(cfg))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"config error: labeling.options: {err}") from None
     scfg = sampling_config(cfg)

@@ -67,6 +67,20 @@ def test_batched_greedy_equals_one_at_a_time(engine, n):
     assert len({tuple(r.samples[0].token_ids) for r in batched}) > 1  # the prompts really differ
 
 
+def test_rows_joining_a_running_batch_sample_what_they_would_alone(tiny_model_dir, engine):  # noqa: F811
+    """Continuous batching: with room for 3 rows, finished rows are replaced by queued ones mid-decode
+    (their caches left-padded to the running batch); greedy and seeded samples match one-at-a-time runs."""
+    narrow = TransformersEngine(str(tiny_model_dir), max_batch_size=3)
+    for temperature in (0.0, 1.0):
+        requests = [GenRequest(r.request_key, r.prompt, r.prefix, n=1, max_new_tokens=4 + 5 * i,
+                               temperature=temperature, seed=r.seed)
+                    for i, r in enumerate(_requests(engine))]
+        joined = narrow.generate(requests)
+        single = [engine.generate([r])[0] for r in requests]
+        assert [[s.token_ids for s in r.samples] for r in joined] == [[s.token_ids for s in r.samples] for r in single]
+        assert len({len(r.samples[0].token_ids) for r in joined}) > 2  # rows really finish at different times
+
+
 def test_one_token_context_batches_with_long_ones(engine):
     """A one-token context leaves its prefill row all padding; that row must not disturb the others."""
     requests = [GenRequest("tiny", "H", n=2, max_new_tokens=8, temperature=0.0)]
