@@ -85,6 +85,7 @@ class RunSummary:
     rollouts: int = 0
     wall_s: float = 0.0
     mined: dict[str, int] = field(default_factory=dict)  # rows per mined table (traces by kind, datasets)
+    report: str = ""  # path of the HTML report
     meter: Meter = field(default_factory=Meter)
 
     @property
@@ -96,7 +97,7 @@ class RunSummary:
         return self.meter.completion_tokens / self.wall_s if self.wall_s else 0.0
 
     def stats(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("meter", "run_id", "root")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("meter", "run_id", "root", "report")}
         out.update({f"engine_{k}": v for k, v in asdict(self.meter).items()})
         out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s)
         return out
@@ -214,7 +215,7 @@ def _metered(program: Program[Any], meter: Meter) -> Program[Any]:
 
 
 def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, progress: bool = True,
-            ray_address: str | None = None) -> RunSummary:
+            ray_address: str | None = None, report: bool = True) -> RunSummary:
     """Run (or resume) one config end to end; returns the summary. Config errors raise ``ConfigError``."""
     problems, load_rejects = load_inputs(cfg)
     try:
@@ -242,6 +243,10 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
     finish_run(root, run_id, summary.stats())
     with Catalog(root):  # refresh the catalog file so `duckdb tracemill_data/catalog.duckdb` sees this run
         pass
+    if report:
+        from pipelines.report import write_report
+
+        summary.report = str(write_report(root, run_id))
     return summary
 
 

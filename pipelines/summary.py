@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
 from pipelines.run import RunSummary
+from storage.layout import DEFAULT_ROOT
 
 EXAMPLE_QUERIES = (
     ("answer accuracy per problem",
@@ -15,6 +18,8 @@ EXAMPLE_QUERIES = (
      "FROM step_labels l JOIN nodes n USING (run_id, node_id) GROUP BY 1 ORDER BY 1"),
     ("first labeled error per solution",
      "SELECT first_error, count(*) AS solutions FROM solutions GROUP BY 1 ORDER BY 1"),
+    ("mined traces and their length against the median correct solution",
+     "SELECT kind, count(*) AS traces, round(avg(length_ratio), 3) AS vs_median FROM traces GROUP BY 1"),
 )
 
 
@@ -34,13 +39,17 @@ def print_summary(console: Console, s: RunSummary) -> None:
         ("prompt tokens", f"{m.prompt_tokens:,} ({m.cached_tokens:,} served from a shared prefix)"),
         ("throughput", f"{s.tokens_per_s:,.1f} generated tokens/s over {s.wall_s:.1f} s wall"),
         ("rejects", str(s.rejects)),
+        ("mined", ", ".join(f"{k} {v}" for k, v in s.mined.items()) or "-"),
         ("data", f"{s.root}/runs/{s.run_id}/"),
         ("catalog", f"{s.root}/catalog.duckdb"),
     ]
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+    if s.report:
+        console.print(f"report: {s.report}", highlight=False, soft_wrap=True)
     console.print("Try:")
+    root = "" if Path(s.root) == DEFAULT_ROOT.resolve() else f" --root {s.root}"
     for title, query in EXAMPLE_QUERIES:
         console.print(f"  # {title}", style="dim")
-        console.print(f"  tracemill sql --run {s.run_id} \"{query}\"", highlight=False, soft_wrap=True)
+        console.print(f"  tracemill sql{root} --run {s.run_id} \"{query}\"", highlight=False, soft_wrap=True)
