@@ -55,7 +55,8 @@ def run(config: ConfigOpt = None, set_: SetOpt = None,
         run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (default: generated)")] = None,
         resume: Annotated[str | None, typer.Option("--resume", help="finish run RUN_ID, redoing no committed shard")] = None,
         address: Annotated[str | None, typer.Option("--address", help="join this Ray cluster instead of starting one")] = None,
-        no_progress: Annotated[bool, typer.Option("--no-progress")] = False) -> None:
+        no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+        no_report: Annotated[bool, typer.Option("--no-report", help="skip the HTML report")] = False) -> None:
     """Sample solutions, label every step and store the tables.
 
     Example: tracemill run --config configs/sim.toml --set problems.n=1000
@@ -66,7 +67,7 @@ def run(config: ConfigOpt = None, set_: SetOpt = None,
     try:
         cfg = load_config(config, parse_overrides(set_))
         summary = execute(cfg, run_id=resume or run_id, resume=resume is not None, progress=not no_progress,
-                          ray_address=address)
+                          ray_address=address, report=not no_report)
     except ConfigError as err:
         fail(str(err))
     print_summary(console, summary)
