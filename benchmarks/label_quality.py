@@ -92,9 +92,12 @@ def main() -> None:
     ap.add_argument("--solutions", type=int, default=4, help="per problem")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--error-rate", type=float, default=0.06, help="per step, arithmetic and logic each")
+    ap.add_argument("--recovery-rate", type=float, default=0.05,
+                    help="per step once off track: a compensating slip lands back on the true value")
     args = ap.parse_args()
     problems = load_arith(args.problems, args.seed, MIX)
-    engine = SimEngine(SimConfig(arith_error_rate=args.error_rate, logic_error_rate=args.error_rate))
+    engine = SimEngine(SimConfig(arith_error_rate=args.error_rate, logic_error_rate=args.error_rate,
+                                 recovery_rate=args.recovery_rate))
     sampling = SamplingConfig(n_solutions=args.solutions, max_new_tokens=400, seed=args.seed)
     results: dict[str, LabelQuality] = {}
     print(f"{'strategy':32} {'F1':>6} {'acc_err':>7} {'acc_ok':>6} {'cover':>6} {'step_acc':>8} "
