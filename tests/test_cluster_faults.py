@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import ray
@@ -59,3 +60,87 @@ def test_removing_a_worker_node_mid_run_completes_the_run(ray_cluster):  # noqa:
         assert pool.stats()["retried"] > 0
     finally:
         pool.shutdown()
+
+
+# ---- the whole pipeline under faults: the stored dataset equals an undisturbed run's ----------------------
+
+def _committed(root, run_id: str) -> int:
+    from storage.shards import committed_shards
+
+    return len(committed_shards(root, run_id))
+
+
+def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePool:  # noqa: F811
+    """Run the same sim config twice through ``pipelines.run.execute``: undisturbed, then with ``fault(pool)``
+    called once the engines have answered some requests; check every table against the undisturbed run."""
+    import threading
+
+    from pipelines.config import load_config
+    from pipelines.run import execute
+    from storage.catalog import Catalog
+
+    pools: list[EnginePool] = []
+    launch = EnginePool.launch.__func__
+
+    def capture(cls, *args, **kwargs):
+        pools.append(launch(cls, *args, **kwargs))
+        return pools[-1]
+
+    monkeypatch.setattr(EnginePool, "launch", classmethod(capture))
+    root = tmp_path / "data"
+    cfg = load_config(None, {"storage.root": str(root), "engine.backend": "sim", "engine.replicas": 2,
+                             "engine.num_cpus": 0.5,
+                             "engine.options": {"latency_s": 0.05}, "problems.n": 24,
+                             "problems.mix": {2: 0.5, 4: 0.5}, "storage.shard_size": 4,
+                             "labeling.strategy": "binary", "mining.kinds": ["shortest"],
+                             "mining.datasets": False, "ray.max_retries": 5})
+    execute(cfg, run_id="undisturbed", progress=False, report=False)
+    errors: list[BaseException] = []
+    runner = threading.Thread(target=lambda: _capture_errors(errors, execute, cfg, run_id="faulted",
+                                                             progress=False, report=False))
+    runner.start()
+    while len(pools) < 2 or pools[-1].stats()["completed"] < 10:  # mid-run: requests in flight
+        assert runner.is_alive(), errors
+        time.sleep(0.01)
+    assert _committed(root, "faulted") == 0
+    fault(pools[-1])
+    runner.join(timeout=300)
+    assert not errors and not runner.is_alive()
+    tables = ("problems", "solutions", "nodes", "rollouts", "step_labels", "traces", "rejects")
+    with Catalog(root) as cat:
+        def count(t: str, run: str) -> int:
+            return cat.sql(f"SELECT count(*) AS c FROM {t}", run_id=run).column("c")[0].as_py()
+
+        assert {t: count(t, "faulted") for t in tables} == {t: count(t, "undisturbed") for t in tables}
+        once = cat.sql("SELECT count(*) AS n, count(DISTINCT problem_id) AS d FROM problems", run_id="faulted")
+        assert once.to_pylist() == [{"n": 24, "d": 24}]
+        dup = cat.sql("SELECT count(*) AS c FROM (SELECT request_key, rollout_index FROM rollouts "
+                      "GROUP BY 1, 2 HAVING count(*) > 1)", run_id="faulted")
+        assert dup.column("c")[0].as_py() == 0
+    return pools[-1]
+
+
+def _capture_errors(errors: list[BaseException], fn, *args, **kwargs) -> None:
+    try:
+        fn(*args, **kwargs)
+    except BaseException as err:  # surfaced by the test thread
+        errors.append(err)
+
+
+def test_pipeline_with_a_killed_engine_actor_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+    pool = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch,
+                                lambda p: ray.kill(p.actors[0], no_restart=False))
+    assert pool.stats()["retried"] > 0
+
+
+def test_pipeline_with_a_removed_worker_node_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+    ray_cluster.add_node(num_cpus=1)  # capacity for the actor that loses its node (an earlier test removed one)
+    ray_cluster.wait_for_nodes()
+
+    def remove_an_engine_node(pool: EnginePool) -> None:
+        workers = {n.node_id: n for n in ray_cluster.worker_nodes}
+        hosts = [s["node_id"] for s in pool.actor_stats() if s]
+        ray_cluster.remove_node(next(workers[h] for h in hosts if h in workers))
+
+    pool = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, remove_an_engine_node)
+    assert pool.stats()["retried"] > 0
