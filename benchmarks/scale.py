@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--per-request-s", type=float, default=0.002, help="latency-bound engine cost")
     parser.add_argument("--max-active", type=int, default=256, help="problems in flight")
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ps = prompts(args.problems, seed=0)
 
     print(f"# latency-bound: {args.per_request_s * 1e3:.1f} ms/request, {args.problems} problems x {DEPTH}")

@@ -335,7 +335,8 @@ def connect_ray(address: str, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     joining = bool(address or os.environ.get("RAY_ADDRESS"))
-    ray.init(address=address or None, include_dashboard=None if joining else False,
+    # "local" starts a fresh Ray even when another one runs on this machine (None would join that one)
+    ray.init(address=address or (None if joining else "local"), include_dashboard=None if joining else False,
              num_cpus=None if joining else num_cpus, log_to_driver=False, configure_logging=False)
 
 
