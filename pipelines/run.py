@@ -84,8 +84,17 @@ class RunSummary:
     steps_labeled: int = 0
     rollouts: int = 0
     wall_s: float = 0.0
+    replicas: int = 1
     mined: dict[str, int] = field(default_factory=dict)  # rows per mined table (traces by kind, datasets)
     report: str = ""  # path of the HTML report
+    search_wall_s: float = 0.0  # wall time of the search phase (engines running)
+    engine_busy_s: float = 0.0  # summed over engine actors: time inside engine.generate
+
+    @property
+    def orchestration_overhead(self) -> float:
+        """Share of the search phase's engine capacity not spent inside engine calls."""
+        capacity = self.search_wall_s * self.replicas
+        return max(0.0, 1 - self.engine_busy_s / capacity) if capacity else 0.0
     meter: Meter = field(default_factory=Meter)
 
     @property
@@ -99,7 +108,8 @@ class RunSummary:
     def stats(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("meter", "run_id", "root", "report")}
         out.update({f"engine_{k}": v for k, v in asdict(self.meter).items()})
-        out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s)
+        out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s,
+                   orchestration_overhead=self.orchestration_overhead)
         return out
 
 
@@ -226,7 +236,7 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
     spec = actor_spec(cfg)
     run_id = run_id or new_run_id(cfg)
     root = Path(cfg.storage.root).resolve()
-    summary = RunSummary(run_id=run_id, root=str(root))
+    summary = RunSummary(run_id=run_id, root=str(root), replicas=cfg.engine.replicas)
     start = time.perf_counter()
     start_run(root, run_id, cfg.model_dump(mode="json"),
               model=cfg.engine.model if cfg.engine.backend != "sim" else "sim", engine=cfg.engine.backend,
@@ -324,8 +334,11 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
                 if left[name] == 0:
                     writer.commit(name, buffers.pop(name))
 
+            start = time.perf_counter()
             run_programs_async(programs(), pool, on_done=finish_problem, on_failed=fail_problem,
                                max_active=max(64, 8 * cfg.engine.replicas))
+            summary.search_wall_s += time.perf_counter() - start
+        summary.engine_busy_s += sum(s.get("engine_s", 0.0) for s in pool.actor_stats() if s)
     finally:
         pool.shutdown()
 

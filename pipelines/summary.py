@@ -38,6 +38,8 @@ def print_summary(console: Console, s: RunSummary) -> None:
         ("generated tokens", f"{m.completion_tokens:,}"),
         ("prompt tokens", f"{m.prompt_tokens:,} ({m.cached_tokens:,} served from a shared prefix)"),
         ("throughput", f"{s.tokens_per_s:,.1f} generated tokens/s over {s.wall_s:.1f} s wall"),
+        ("engine time", f"{s.engine_busy_s:.1f} s inside engine calls over a {s.search_wall_s:.1f} s search phase "
+                        f"(orchestration overhead {s.orchestration_overhead:.1%})"),
         ("rejects", str(s.rejects)),
         ("mined", ", ".join(f"{k} {v}" for k, v in s.mined.items()) or "-"),
         ("data", f"{s.root}/runs/{s.run_id}/"),
