@@ -21,7 +21,7 @@ from pathlib import Path
 
 from verifier.arith_claims import check_solution
 
-DEFAULT_DATA_DIR = Path("/work/shared/data/processbench")
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "processbench"  # beside a checkout
 SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pytest
 
 from pipelines.filters import FilterConfig, apply_filters, load_eval_texts, minhash, shingles
 from storage.schemas import FILTERED
+from tests.shared_data import DATA
 
 BASE = ("Tom has 3 bags with 16 marbles in each bag, so he has 3 * 16 = 48 marbles in total.\n\n"
         "He gives away one third of them to his sister, which is 48 / 3 = 16 marbles.\n\n"
@@ -75,9 +74,9 @@ def test_filters_chain_and_each_sees_only_kept_rows():
         ("b", "exact_dup"), ("c", "near_dup"), ("d", "per_problem_cap")]
 
 
-GSM8K = Path("/work/shared/data/gsm8k/test.jsonl")
-MATH500 = Path("/work/shared/data/math500")
-PROCESSBENCH = Path("/work/shared/data/processbench/gsm8k.json")
+GSM8K = DATA / "gsm8k" / "test.jsonl"
+MATH500 = DATA / "math500"
+PROCESSBENCH = DATA / "processbench" / "gsm8k.json"
 
 
 @pytest.mark.skipif(not GSM8K.exists(), reason="eval data not present")

@@ -11,8 +11,8 @@ import pytest
 
 from search.loaders import MAX_QUESTION_CHARS, MAX_REJECT_ROW_CHARS, LoadError, load_arith, load_problems
 from search.problems import problem_id
+from tests.shared_data import DATA
 
-DATA = Path("/work/shared/data")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not mounted")
 
 

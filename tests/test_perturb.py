@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from cluster import arith
 from search.perturb import PerturbConfig, SymbolicTemplate, instantiate, perturb, symbolic_problems
 from search.problems import Problem
+from tests.shared_data import DATA
 
-TEMPLATES = Path("/work/shared/data/gsm_symbolic/templates")
+TEMPLATES = DATA / "gsm_symbolic" / "templates"
 
 # A template written here in the GSM-Symbolic format (the real ones are used in tests only, not copied).
 TOY = {
