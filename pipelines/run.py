@@ -290,7 +290,7 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
     if not todo:
         return
 
-    connect_ray(ray_address if ray_address is not None else cfg.ray.address, cfg.ray.num_cpus)
+    started_ray = connect_ray(ray_address if ray_address is not None else cfg.ray.address, cfg.ray.num_cpus)
     pool = EnginePool.launch(spec, cfg.engine.replicas, PoolConfig(max_retries=cfg.ray.max_retries))
     try:
         messages = [_messages(p, scfg) for _, shard in todo for p in shard]
@@ -341,16 +341,22 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
         summary.engine_busy_s += sum(s.get("engine_s", 0.0) for s in pool.actor_stats() if s)
     finally:
         pool.shutdown()
+        if started_ray:  # a Ray this run started ends with it; a joined cluster stays up
+            ray.shutdown()
 
 
-def connect_ray(address: str, num_cpus: int | None) -> None:
-    """Join ``address`` (or the cluster a Ray job runs in), else start a local Ray without a dashboard."""
+def connect_ray(address: str, num_cpus: int | None) -> bool:
+    """Join ``address`` (or the cluster a Ray job runs in), else start a local Ray without a dashboard.
+
+    Returns True when this call started a local Ray (the caller shuts it down).
+    """
     if ray.is_initialized():
-        return
+        return False
     joining = bool(address or os.environ.get("RAY_ADDRESS"))
     # "local" starts a fresh Ray even when another one runs on this machine (None would join that one)
     ray.init(address=address or (None if joining else "local"), include_dashboard=None if joining else False,
              num_cpus=None if joining else num_cpus, log_to_driver=False, configure_logging=False)
+    return not joining
 
 
 def _messages(problem: Problem, scfg: SamplingConfig) -> list[dict[str, str]]:

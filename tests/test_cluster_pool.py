@@ -16,7 +16,7 @@ from tests.cluster_fixtures import FLAKY, POISON, programs, prompts
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never join another Ray on this machine
     yield
     ray.shutdown()
 

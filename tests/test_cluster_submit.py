@@ -38,7 +38,9 @@ def head():
     cmd = [str(ray_bin), "start", "--head", "--block", "--num-cpus=1", f"--temp-dir={temp}",
            "--dashboard-host=127.0.0.1", f"--port={_free_port()}", f"--dashboard-port={dash}",
            f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}"]
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN,
+           # jobs run `python ...`: make it this interpreter, as a cluster's nodes would have tracemill installed
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"
