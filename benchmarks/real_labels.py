@@ -44,7 +44,7 @@ def main() -> None:
     print(f"{len(problems)} problems, {n_solutions} solutions, {correct} with the right answer")
     results = {}
     for name, strategy, options in RUNS:
-        lcfg = make_config(strategy, {**labeling_options(cfg), **options})
+        lcfg = make_config(strategy, {"rollout": labeling_options(cfg)["rollout"], **options})
         trees = {pid: copy.deepcopy(s) for pid, s in sampled.items()}
         start = time.perf_counter()
         results[name] = (run_programs(
