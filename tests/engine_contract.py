@@ -1,7 +1,8 @@
 """Behaviour every ``Engine`` backend must show, as plain functions taking an engine.
 
 Reused by the tests of each backend (transformers, sim, vLLM, OpenAI-compatible): call
-``check_engine_contract(engine)`` or the single checks. The checks only use the ``Engine`` protocol, and
+``check_engine_contract(engine)`` (it returns every result the checks saw, so a backend's test can add its
+own expectations, e.g. on cached tokens) or the single checks. The checks only use the ``Engine`` protocol, and
 derive stop strings and prefixes from the engine's own outputs, so they hold for any model — random
 weights included. They assume a backend is deterministic for a fixed seed and batch, which every backend
 promises (retries must reproduce the same sample).
@@ -76,7 +77,7 @@ def _reference(engine: Engine) -> Sample:
     return sample
 
 
-def check_stop_string(engine: Engine) -> None:
+def check_stop_string(engine: Engine) -> Sample:
     """Generation ends at the first stop string, which is kept as the end of the text."""
     reference = _reference(engine).text
     stop = reference[len(reference) // 2 : len(reference) // 2 + 2]  # a string known to appear
@@ -85,6 +86,7 @@ def check_stop_string(engine: Engine) -> None:
     [sample] = result.samples
     assert sample.finish_reason == "stop"
     assert sample.text == cut
+    return sample
 
 
 def check_prefix_continued(engine: Engine) -> None:
@@ -115,8 +117,25 @@ CHECKS = (
 )
 
 
-def check_engine_contract(engine: Engine) -> None:
-    """Run every check above on ``engine``."""
+class _Recorder:
+    """The engine, with every result it returns kept in order."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.results = engine, []
+
+    def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
+        return self.engine.apply_chat_template(messages)
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        results = self.engine.generate(requests)
+        self.results.extend(results)
+        return results
+
+
+def check_engine_contract(engine: Engine) -> list[GenResult]:
+    """Run every check above on ``engine``; returns all results the checks received, in order."""
     assert isinstance(engine, Engine)
+    recorder = _Recorder(engine)
     for check in CHECKS:
-        check(engine)
+        check(recorder)
+    return recorder.results

@@ -116,8 +116,9 @@ def _engine(url: str, **kwargs: object) -> OpenAIEngine:
 
 
 def test_engine_contract_over_http(server):
-    url, _ = server
-    check_engine_contract(_engine(url))
+    url, behaviour = server
+    results = check_engine_contract(_engine(url))
+    assert behaviour.calls == len(results)  # every result came over HTTP, one completion call per request
 
 
 def test_built_by_name_through_the_backend_registry(server):
@@ -157,7 +158,10 @@ def test_stop_string_is_re_appended_when_the_server_does_not_name_it(server):
 
 
 def test_contract_stop_check_with_vllm_stop_reason(server):
-    check_stop_string(_engine(server[0]))  # two stop strings: only a named stop_reason tells which matched
+    url, behaviour = server
+    sample = check_stop_string(_engine(url))  # two stop strings: only a named stop_reason tells which matched
+    never, stop = behaviour.bodies[-1]["stop"]
+    assert sample.text.endswith(stop) and not sample.text.endswith(never)
 
 
 def test_end_of_sequence_is_not_mistaken_for_a_stop_when_the_server_names_stops(server):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cluster.arith import first_error, generate, parse_step, split_solution
@@ -271,7 +273,8 @@ def test_unknown_config_keys_are_rejected():
 
 def test_engine_contract():
     contract = pytest.importorskip("tests.engine_contract")
-    contract.check_engine_contract(SimEngine())
+    results = contract.check_engine_contract(SimEngine())
+    assert all(r.cached_tokens == 0 for r in results)  # the sim has no cache to report
     spec = generate(1, seed=19, mix={6: 1.0})[0]
 
     class ArithPrompted(SimEngine):
@@ -280,4 +283,5 @@ def test_engine_contract():
         def apply_chat_template(self, messages):
             return super().apply_chat_template([{"role": "user", "content": spec.question}])
 
-    contract.check_engine_contract(ArithPrompted(SimConfig(arith_error_rate=0.3)))
+    results = contract.check_engine_contract(ArithPrompted(SimConfig(arith_error_rate=0.3)))
+    assert any(re.search(r"\d+ [-+*/] \d+ = \d+", s.text) for r in results for s in r.samples)  # it did arithmetic

@@ -95,4 +95,6 @@ def test_vllm_engine_meets_the_engine_contract():
     from cluster.vllm_engine import VLLMEngine
     from tests.engine_contract import check_engine_contract
 
-    check_engine_contract(VLLMEngine(VLLMConfig(model=model, gpu_memory_utilization=0.5, enforce_eager=True)))
+    results = check_engine_contract(VLLMEngine(VLLMConfig(model=model, gpu_memory_utilization=0.5,
+                                                          enforce_eager=True)))
+    assert any(r.cached_tokens > 0 for r in results)  # the contract repeats one prompt: prefix cache hits
