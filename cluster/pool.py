@@ -227,7 +227,9 @@ class EnginePool:
         prompt = sum(c.prompt_tokens for c in self.counters)
         cached = sum(c.cached_tokens for c in self.counters)
         return {"actors": per_actor, "prompt_tokens": prompt, "cached_tokens": cached,
+                "completion_tokens": sum(c.completion_tokens for c in self.counters),
                 "prefix_hit_rate": cached / prompt if prompt else 0.0,
+                "calls": sum(c.calls for c in self.counters),
                 "completed": sum(c.completed for c in self.counters),
                 "retried": sum(c.failed for c in self.counters)}
 

@@ -32,7 +32,6 @@ from rich.text import Text
 
 from cluster import arith
 from cluster.actors import ActorSpec
-from cluster.engine import GenResult
 from cluster.pool import EnginePool, PoolConfig, run_programs_async
 from pipelines.config import ConfigError, RunConfig
 from search.given import given_solutions, has_given_solution
@@ -52,23 +51,24 @@ FEW_SHOT_SEED = 10_007  # worked examples come from a seed no quickstart problem
 
 @dataclass
 class Meter:
-    """Counters summed over every engine result of the run (the summary's cost figures)."""
+    """Engine usage of the run (the summary's cost figures), from the pool's per-actor counters.
+
+    The pool counts each generated request once, so results shared by several programs or reproduced by
+    a retry are not double counted.
+    """
 
     calls: int = 0
     requests: int = 0
-    samples: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
 
-    def add(self, results: list[GenResult]) -> None:
-        self.calls += 1
-        for res in results:
-            self.requests += 1
-            self.samples += len(res.samples)
-            self.prompt_tokens += res.prompt_tokens
-            self.completion_tokens += res.completion_tokens
-            self.cached_tokens += res.cached_tokens
+    def add(self, pool_stats: dict[str, Any]) -> None:
+        self.calls += pool_stats["calls"]
+        self.requests += pool_stats["completed"]
+        self.prompt_tokens += pool_stats["prompt_tokens"]
+        self.completion_tokens += pool_stats["completion_tokens"]
+        self.cached_tokens += pool_stats["cached_tokens"]
 
 
 @dataclass
@@ -190,18 +190,17 @@ def actor_spec(cfg: RunConfig) -> ActorSpec:
 
 
 def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strategy: str, lcfg: Any,
-                    run_id: str, meter: Meter, ground_truth: bool) -> Program[dict[str, list[dict]]]:
+                    run_id: str, ground_truth: bool) -> Program[dict[str, list[dict]]]:
     """Sample the problem's solutions, label their steps, and return the rows of its tables."""
     if has_given_solution(problem):
         sampled = given_solutions(problem, scfg, judge)
     else:
-        sampled = yield from _metered(sample_solutions(problem, prompt, scfg, judge), meter)
+        sampled = yield from sample_solutions(problem, prompt, scfg, judge)
     if ground_truth and problem.source == "arith":  # the sim engine's solutions: the exact first wrong step is known
         for sol in sampled.solutions:
             sol.true_first_error = arith.first_error(problem.question, sol.text, scfg.delimiter)
     paths = [s.path for s in sampled.solutions]
-    result = yield from _metered(STRATEGIES[strategy].label(sampled.tree, paths, problem, prompt, lcfg, judge),
-                                 meter)
+    result = yield from STRATEGIES[strategy].label(sampled.tree, paths, problem, prompt, lcfg, judge)
     out = rows(sampled.tree, result, run_id, sampled.solutions)
     out["problems"] = [{"run_id": run_id, "problem_id": problem.problem_id, "source": problem.source,
                         "question": problem.question, "gold_answer": problem.gold_answer,
@@ -210,18 +209,6 @@ def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strateg
         out["rejects"] = [reject_row("label", problem.problem_id, problem.question,
                                      "filtered: probe rollouts all right or all wrong")]
     return out
-
-
-def _metered(program: Program[Any], meter: Meter) -> Program[Any]:
-    """Pass a program's batches through unchanged, counting what the engines returned."""
-    try:
-        reqs = next(program)
-        while True:
-            results = yield reqs
-            meter.add(results)
-            reqs = program.send(results)
-    except StopIteration as stop:
-        return stop.value
 
 
 def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, progress: bool = True,
@@ -304,7 +291,7 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
             for _, shard in todo:
                 for p in shard:
                     yield p.problem_id, problem_program(p, prompts[p.problem_id], scfg, cfg.labeling.strategy,
-                                                        lcfg, run_id, summary.meter, ground_truth)
+                                                        lcfg, run_id, ground_truth)
 
         with _progress(progress) as bar:
             task = bar.add_task("problems", total=sum(left.values()))
@@ -338,6 +325,7 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
             run_programs_async(programs(), pool, on_done=finish_problem, on_failed=fail_problem,
                                max_active=max(64, 8 * cfg.engine.replicas))
             summary.search_wall_s += time.perf_counter() - start
+        summary.meter.add(pool.stats())
         summary.engine_busy_s += sum(s.get("engine_s", 0.0) for s in pool.actor_stats() if s)
     finally:
         pool.shutdown()
