@@ -9,8 +9,6 @@ report has data.
 from __future__ import annotations
 
 import random
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from cluster import arith
@@ -24,22 +22,9 @@ from search.tree import node_id
 from storage.rejects import reject_row
 from storage.runs import finish_run, start_run
 from storage.shards import ShardWriter
+from tests.labeling_fixtures import judge  # the sim answer format only; verifier.answers is not needed
 
 RUN_ID = "report-test"
-_ANSWER = re.compile(r"The answer is (-?\d+)\.")
-
-
-@dataclass
-class Verdict:
-    answer: str | None
-    correct: bool
-
-
-def judge(text: str, gold: str) -> Verdict:
-    """The sim engine's answer format only (``verifier.answers`` is not needed for these tests)."""
-    found = _ANSWER.findall(text)
-    answer = found[-1] if found else None
-    return Verdict(answer, answer == gold)
 
 
 def _program(problem, prompt: str, scfg: SamplingConfig, strategy: str, run_id: str):  # noqa: ANN001, ANN202
