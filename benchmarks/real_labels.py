@@ -16,10 +16,10 @@ import time
 
 from cluster.transformers_engine import TransformersEngine
 from pipelines.config import load_config
-from pipelines.run import _messages, labeling_options, load_inputs, sampling_config
+from pipelines.run import labeling_options, load_inputs, sampling_config
 from search.labeling import STRATEGIES, make_config
 from search.program import run_programs
-from search.sampling import sample_solutions
+from search.sampling import build_prompt, sample_solutions
 from verifier.answers import judge
 
 REFERENCE = "linear k=4"
@@ -36,7 +36,7 @@ def main() -> None:
     engine = TransformersEngine(cfg.engine.model, max_batch_size=cfg.engine.max_batch_size)
     scfg = sampling_config(cfg)
     problems, _ = load_inputs(cfg)
-    prompts = {p.problem_id: engine.apply_chat_template(_messages(p, scfg)) for p in problems}
+    prompts = {p.problem_id: build_prompt(engine.apply_chat_template, p, scfg) for p in problems}
     sampled = run_programs({p.problem_id: sample_solutions(p, prompts[p.problem_id], scfg, judge)
                             for p in problems}, engine.generate)
     n_solutions = sum(len(s.solutions) for s in sampled.values())

@@ -39,7 +39,7 @@ from search.labeling import STRATEGIES, make_config, rows
 from search.loaders import LoadError, attach_gold, load_arith, load_problems
 from search.problems import Problem
 from search.program import Program
-from search.sampling import SamplingConfig, build_prompt, sample_solutions
+from search.sampling import SamplingConfig, prompt_messages, sample_solutions
 from storage.catalog import Catalog
 from storage.rejects import reject_row
 from storage.runs import fail_run, finish_run, start_run
@@ -280,7 +280,7 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
     started_ray = connect_ray(ray_address if ray_address is not None else cfg.ray.address, cfg.ray.num_cpus)
     pool = EnginePool.launch(spec, cfg.engine.replicas, PoolConfig(max_retries=cfg.ray.max_retries))
     try:
-        messages = [_messages(p, scfg) for _, shard in todo for p in shard]
+        messages = [prompt_messages(p, scfg) for _, shard in todo for p in shard]
         prompts = dict(zip([p.problem_id for _, shard in todo for p in shard], pool.apply_chat_template(messages), strict=True))
         shard_of = {p.problem_id: name for name, shard in todo for p in shard}
         left = {name: len(shard) for name, shard in todo}
@@ -345,12 +345,6 @@ def connect_ray(address: str, num_cpus: int | None) -> bool:
     ray.init(address=address or (None if joining else "local"), include_dashboard=None if joining else False,
              num_cpus=None if joining else num_cpus, log_to_driver=False, configure_logging=False)
     return not joining
-
-
-def _messages(problem: Problem, scfg: SamplingConfig) -> list[dict[str, str]]:
-    captured: list[list[dict[str, str]]] = []
-    build_prompt(lambda m: captured.append(m) or "", problem, scfg)
-    return captured[0]
 
 
 def _progress(enabled: bool) -> Progress:

@@ -100,13 +100,18 @@ class SampledSolutions:
 
 def build_prompt(template_fn: TemplateFn, problem: Problem, cfg: SamplingConfig) -> str:
     """Chat-template the question after the optional system prompt and few-shot turns."""
+    return template_fn(prompt_messages(problem, cfg))
+
+
+def prompt_messages(problem: Problem, cfg: SamplingConfig) -> list[dict[str, str]]:
+    """The conversation a prompt renders: system prompt, few-shot turns, then the question."""
     messages: list[dict[str, str]] = []
     if cfg.system_prompt:
         messages.append({"role": "system", "content": cfg.system_prompt})
     for question, solution in cfg.few_shot:
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": solution}]
     messages.append({"role": "user", "content": problem.question})
-    return template_fn(messages)
+    return messages
 
 
 def step_token_counts(steps: list[str], n_tokens: int) -> list[int]:
