@@ -6,9 +6,13 @@ import re
 
 import pytest
 
+from verifier import answers
 from verifier.rewards import (
     LengthRewardConfig,
+    accuracy_reward,
     completion_text,
+    explicit_answer,
+    format_reward,
     make_accuracy_reward,
     make_format_reward,
     make_length_reward,
@@ -62,10 +66,51 @@ def test_length_config_rejects_unknown_unit():
         LengthRewardConfig(unit="tokens")
 
 
-def test_default_rewards_use_verifier_answers():
-    answers = pytest.importorskip("verifier.answers")
-    from verifier.rewards import accuracy_reward, format_reward
-
+def test_default_accuracy_reward_uses_verifier_answers():
     good = "2 + 2 = 4.\n\nThe answer is \\boxed{4}."
     assert accuracy_reward(["q", "q"], [good, "The answer is \\boxed{5}."], answer=["4", "4"]) == [1.0, 0.0]
-    assert format_reward(["q"], [good]) == [float(answers.extract_answer(good) is not None)]
+
+
+def _chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+FORMAT_CASES = [
+    # a stated final answer: boxed, "the answer is", "final answer:", "####"
+    ("The answer is 12.", 1.0),
+    ("\\boxed{3/4}", 1.0),
+    ("Half of 8 is 4, so we get $\\boxed{\\frac{1}{2}}$.", 1.0),
+    ("The final answer is $\\boxed{5}$. I hope it is correct.", 1.0),
+    ("Final answer: 7", 1.0),
+    ("She sold 48 + 24 = 72 clips.\n#### 72", 1.0),
+    ("So the answer is 12 apples.", 1.0),
+    ("The answer is \\(\\frac{1}{2}\\).", 1.0),
+    ("The answer is B.", 1.0),  # one word: a multiple-choice letter or a name is an answer
+    (_chat("3 + 4 = 7.\n\nThe answer is 7."), 1.0),
+    ([{"role": "assistant", "content": "3 + 4 = 7.\n\n"}, {"role": "assistant", "content": "#### 7"}], 1.0),
+    # text that merely ends in (or contains) a number
+    ("room 101 is nice", 0.0),
+    ("3 + 4 = 7", 0.0),
+    ("I think 3 then 4 then -12.5", 0.0),
+    (_chat("We have 5 apples and 3 pears, 8 in all"), 0.0),
+    # a marker with nothing stated after it
+    ("I'm not sure what the answer is.", 0.0),
+    ("\\boxed{}", 0.0),
+    ("The answer is not clear yet.", 0.0),  # prose after the phrase states no answer
+    (_chat("Let me think. The final answer is that we need more data."), 0.0),
+    ("", 0.0),
+    ([], 0.0),
+]
+
+
+@pytest.mark.parametrize(("completion", "expected"), FORMAT_CASES)
+def test_format_reward_needs_an_explicitly_stated_final_answer(completion, expected):
+    assert format_reward(["q"], [completion]) == [expected]
+
+
+def test_format_reward_scores_the_answer_accuracy_reads():
+    """When the format reward passes, the accuracy reward judges that same answer (no second extractor)."""
+    for completion, expected in FORMAT_CASES:
+        text = completion_text(completion)
+        if expected:
+            assert explicit_answer(text) == answers.judge(text, "0").answer

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,34 @@ from verifier import answers
 RewardFn = Callable[..., list[float]]
 Judge = Callable[[str, str], bool]  # (completion text, gold answer) -> correct
 Extract = Callable[[str], Any]  # completion text -> answer or None
+
+
+# Extractors of ``verifier.answers`` that need an answer marker in the text: a ``\\boxed{}``, "the answer is",
+# "final answer:" or ``#### ``. Its fallback ``last_number`` is left out: any text ending in a number is not a
+# stated answer ("room 101 is nice").
+EXPLICIT_METHODS = frozenset({"boxed", "answer_is", "gsm8k"})
+MAX_PROSE_WORDS = 1  # a stated answer with no digit or math symbol may be one word ("Monday", "B"), not a phrase
+_MATH_CHARS = re.compile(r"[\d\\^_{}=+*/()\[\]<>|-]")
+
+
+def explicit_answer(text: str) -> str | None:
+    """The final answer when the completion states it explicitly, else None.
+
+    It is the answer ``answers.judge`` (so the accuracy reward) reads, kept only when ``answers`` found it through
+    a marker (``EXPLICIT_METHODS``) and it is not prose: "The answer is not clear." states nothing.
+
+    >>> explicit_answer("The answer is 12."), explicit_answer("room 101 is nice")
+    ('12', None)
+    """
+    try:
+        answer, method = answers.extract_with_method(text)
+    except Exception:  # noqa: BLE001 - never raise on model output
+        return None
+    if answer is None or method not in EXPLICIT_METHODS:
+        return None
+    if _MATH_CHARS.search(answer) is None and len(answer.split()) > MAX_PROSE_WORDS:
+        return None
+    return answer
 
 
 def _correct(text: str, gold: str) -> bool:
@@ -49,9 +78,9 @@ def _named(fn: RewardFn, name: str) -> RewardFn:
 
 
 def make_format_reward(extract: Extract | None = None) -> RewardFn:
-    """1.0 when a final answer can be extracted from the completion, else 0.0."""
+    """1.0 when the completion states a final answer (``extract``, by default ``explicit_answer``), else 0.0."""
     def format_reward(prompts: list, completions: list, **kwargs: Any) -> list[float]:
-        get = extract or answers.extract_answer
+        get = extract or explicit_answer
         return [float(get(completion_text(c)) is not None) for c in completions]
     return _named(format_reward, "format_reward")
 
