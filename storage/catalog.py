@@ -1,15 +1,25 @@
 """DuckDB views over the committed Parquet files of every run: query a data root with SQL, get Arrow back.
 
-One view per table in ``schemas.TABLES``, each ``read_parquet([absolute paths], union_by_name=true)`` over the
-files the run manifests list (so uncommitted files are never read); a table with no files yet is an empty
-view with the schema's columns, so queries do not depend on what has been written so far.
+One view per table in ``schemas.TABLES``, each ``read_parquet([paths], union_by_name=true)`` over the files
+the run manifests list (so uncommitted files are never read); a table with no files yet is an empty view with
+the schema's columns, so queries do not depend on what has been written so far.
 
 Locking. A DuckDB file admits one read-write process or several read-only ones, and a reader cannot open it
 while a writer holds it. So queries never touch ``catalog.duckdb``: they run on a private in-memory connection
-(``Catalog.con``) holding the same views. ``refresh()`` also saves the views into ``root/catalog.duckdb``, for
-notebooks and the ``duckdb`` CLI, by attaching the file only for the few milliseconds of the write; if another
-process holds it (say an open CLI session), saving is retried briefly and then skipped with a warning,
-while queries through this object still see fresh views. Nothing ever waits on or crashes over that file.
+(``Catalog.con``) holding the same views with absolute paths. ``refresh()`` also saves the views into
+``root/catalog.duckdb``, for notebooks and the ``duckdb`` CLI, by attaching the file only for the few
+milliseconds of the write; if another process holds it (say an open CLI session), saving is retried briefly
+and then skipped with a warning, while queries through this object still see fresh views. Nothing ever waits
+on or crashes over that file.
+
+A movable catalog file. The saved views name their files relative to the data root (``runs/<run>/...``) and
+DuckDB resolves a relative path against the working directory, then against the ``file_search_path``
+setting. So a copied or moved root keeps working: open it from the root itself (``cd root && duckdb
+catalog.duckdb``), or from anywhere with the root as search path (``duckdb -cmd "SET file_search_path =
+'/data/root'" /data/root/catalog.duckdb``; in Python ``duckdb.connect(path, read_only=True,
+config={"file_search_path": "/data/root"})``). Each saved view carries a comment with a digest of its
+definition: the file is rewritten only when some view changed, so read-only commands leave it alone, and
+a root that is not writable is skipped (with a warning only if its saved views are out of date).
 
 A ``Catalog`` is a snapshot as of its last ``refresh()`` (run on open). Its connection is not for concurrent
 use from several threads: give each thread its own ``Catalog``.
@@ -17,6 +27,8 @@ use from several threads: give each thread its own ``Catalog``.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +44,8 @@ CATALOG_FILE = "catalog.duckdb"
 PERSIST_ATTEMPTS = 5  # tries to attach catalog.duckdb when another process holds its lock
 PERSIST_BACKOFF_S = 0.05  # first wait between tries; doubles each time (0.05 + 0.1 + 0.2 + 0.4 s in all)
 _PERSISTED = "persisted"  # alias of catalog.duckdb while attached
+_STAMP = "tracemill view sha256:"  # saved views' comment: this prefix and the digest of the view's definition
+_STAMP_CHARS = 16  # hex digits of the digest kept (64 bits: collisions between two definitions do not happen)
 
 
 class Catalog:
@@ -67,9 +81,10 @@ class Catalog:
                 files.setdefault(table, []).extend(table_files)
             self._run_rows[rid] = manifest.rows()
             self._run_shards[rid] = len(manifest.shards)
-        views = {name: self._view_body(name, files.get(name, [])) for name in TABLES}
-        self._create_views(views, "main")
-        return self.save and self._persist(views)
+        self._create_views({name: self._view_body(name, files.get(name, [])) for name in TABLES}, "main")
+        if not self.save:
+            return False
+        return self._persist({name: self._view_body(name, files.get(name, []), self.root) for name in TABLES})
 
     def sql(self, query: str, run_id: str | None = None, params: list | dict | None = None) -> pa.Table:
         """Run ``query`` and return its result as an Arrow table.
@@ -119,10 +134,11 @@ class Catalog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _view_body(self, table: str, files: list[Path]) -> str:
+    def _view_body(self, table: str, files: list[Path], relative_to: Path | None = None) -> str:
+        """``read_parquet`` over ``files``, named relative to ``relative_to`` if given (else absolute)."""
         if not files:
             return self._empty[table]
-        paths = ", ".join(_quote(str(p)) for p in files)
+        paths = ", ".join(_quote(str(p.relative_to(relative_to) if relative_to else p)) for p in files)
         return f"SELECT * FROM read_parquet([{paths}], union_by_name = true)"
 
     def _create_views(self, views: dict[str, str], database: str | None) -> None:
@@ -132,7 +148,14 @@ class Catalog:
             self.con.execute(f"CREATE OR REPLACE {prefix}{name} AS {body}")
 
     def _persist(self, views: dict[str, str]) -> bool:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Save ``views`` (paths relative to the root) into ``catalog.duckdb`` unless it already holds them."""
+        stamps = {name: _stamp(body) for name, body in views.items()}
+        if self._saved_stamps() == stamps:
+            return False
+        if not self._writable():
+            if self.path.exists():
+                warnings.warn(f"{self.path} is not writable; its saved views are out of date", stacklevel=3)
+            return False
         for attempt in range(PERSIST_ATTEMPTS):
             try:
                 self.con.execute(f"ATTACH {_quote(str(self.path))} AS {_PERSISTED}")
@@ -142,11 +165,39 @@ class Catalog:
         else:
             warnings.warn(f"{self.path} is locked by another process; its views were not updated", stacklevel=3)
             return False
+        # CREATE VIEW binds its query, so the relative paths must resolve here, whatever the working directory
+        self.con.execute(f"SET file_search_path = {_quote(str(self.root))}")
         try:
             self._create_views(views, _PERSISTED)
+            for name, stamp in stamps.items():
+                self.con.execute(f"COMMENT ON VIEW {_PERSISTED}.main.{name} IS {_quote(stamp)}")
         finally:
+            self.con.execute("RESET file_search_path")
             self.con.execute(f"DETACH {_PERSISTED}")
         return True
+
+    def _saved_stamps(self) -> dict[str, str] | None:
+        """The stamps of the views saved in ``catalog.duckdb``; None if it is missing or cannot be read now."""
+        if not self.path.is_file():
+            return None
+        try:
+            self.con.execute(f"ATTACH {_quote(str(self.path))} AS {_PERSISTED} (READ_ONLY)")
+        except duckdb.Error:  # held by a writer, or not a DuckDB file: saving decides what to do
+            return None
+        try:
+            rows = self.con.execute("SELECT view_name, comment FROM duckdb_views() WHERE database_name = $db "
+                                    "AND schema_name = 'main'", {"db": _PERSISTED}).fetchall()
+        finally:
+            self.con.execute(f"DETACH {_PERSISTED}")
+        return {name: comment for name, comment in rows if name in TABLES}
+
+    def _writable(self) -> bool:
+        """Whether ``catalog.duckdb`` (and its write-ahead log beside it) can be written under the root."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.root, os.W_OK) and (not self.path.exists() or os.access(self.path, os.W_OK))
 
 
 def _empty_select(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
@@ -154,6 +205,10 @@ def _empty_select(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
     types = con.from_arrow(schema.empty_table()).types
     columns = ", ".join(f'CAST(NULL AS {t}) AS "{f.name}"' for f, t in zip(schema, types, strict=True))
     return f"SELECT {columns} LIMIT 0"
+
+
+def _stamp(body: str) -> str:
+    return _STAMP + hashlib.sha256(body.encode()).hexdigest()[:_STAMP_CHARS]
 
 
 def _quote(text: str) -> str:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -93,14 +98,103 @@ def test_runs_lists_status_and_row_counts(tmp_path):
         assert cat.sql("SELECT status FROM runs", run_id="a")["status"].to_pylist() == ["finished"]
 
 
-def test_saved_catalog_file_has_the_views(tmp_path):
+def test_saved_catalog_file_has_the_views(tmp_path, monkeypatch):
     write_run(tmp_path, "a", ["p1"])
     with Catalog(tmp_path, save=False) as cat:
         assert not cat.refresh() and not cat.path.exists()
     Catalog(tmp_path).close()
-    with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
+    monkeypatch.chdir(tmp_path)
+    with duckdb.connect("catalog.duckdb", read_only=True) as con:
         assert con.sql("SELECT problem_id FROM problems").fetchall() == [("p1",)]
         assert con.sql("SELECT count(*) FROM step_labels").fetchall() == [(0,)]
+
+
+def _committed_root(root: Path) -> Path:
+    start_run(root, "a", {"k": 1}, engine="sim")
+    write_run(root, "a", ["p1", "p2"])
+    finish_run(root, "a", {"problems": 2})
+    Catalog(root).close()
+    return root
+
+
+def test_copied_root_keeps_a_working_catalog_file_after_the_original_is_gone(tmp_path, monkeypatch):
+    original = _committed_root(tmp_path / "root")
+    copy = tmp_path / "other"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)
+    monkeypatch.chdir(copy)
+    with duckdb.connect("catalog.duckdb", read_only=True) as con:
+        assert con.sql("SELECT problem_id FROM problems ORDER BY 1").fetchall() == [("p1",), ("p2",)]
+        assert con.sql("SELECT status FROM runs").fetchall() == [("finished",)]
+    monkeypatch.chdir(tmp_path)  # elsewhere: the data root is named as the search path for relative files
+    with duckdb.connect(str(copy / "catalog.duckdb"), read_only=True,
+                        config={"file_search_path": str(copy)}) as con:
+        assert con.sql("SELECT count(*) FROM nodes").fetchall() == [(2,)]
+
+
+def test_catalog_file_is_rewritten_only_when_its_views_change(tmp_path):
+    root = _committed_root(tmp_path)
+    before = (root / "catalog.duckdb").stat().st_mtime_ns, (root / "catalog.duckdb").read_bytes()
+    with Catalog(root) as cat:
+        assert not cat.refresh()
+        assert ((root / "catalog.duckdb").stat().st_mtime_ns, (root / "catalog.duckdb").read_bytes()) == before
+        write_run(root, "b", ["p3"])
+        assert cat.refresh()
+    with duckdb.connect(str(root / "catalog.duckdb"), read_only=True, config={"file_search_path": str(root)}) as con:
+        assert con.sql("SELECT count(*) FROM problems").fetchall() == [(3,)]
+
+
+@contextmanager
+def _unwritable(*paths: Path) -> Iterator[None]:
+    """Make ``paths`` unwritable for this process: modes for a normal user, the immutable flag for root (whom
+    modes do not stop). Skips the test where neither works (no ``chattr``, or a filesystem without the flag)."""
+    as_root = os.geteuid() == 0
+    changed: list[Path] = []
+    try:
+        for p in paths:
+            if not as_root:
+                p.chmod(0o555 if p.is_dir() else 0o444)
+            elif shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(p)]).returncode:
+                pytest.skip("running as root without a working chattr: cannot make a folder unwritable")
+            changed.append(p)
+        probe = paths[0] / "probe"
+        try:
+            probe.touch()
+        except OSError:
+            pass
+        else:
+            probe.unlink()
+            pytest.skip(f"{paths[0]} stayed writable")
+        yield
+    finally:
+        for p in changed:
+            if as_root:
+                subprocess.run(["chattr", "-i", str(p)], check=True)
+            else:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_unwritable_root_is_queried_and_its_catalog_file_left_alone(tmp_path):
+    write_run(tmp_path, "a", ["p1"])
+    with _unwritable(tmp_path), warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say: no saved catalog to go stale
+        with Catalog(tmp_path) as cat:
+            assert count(cat, "problems") == 1 and not cat.refresh()
+    assert not (tmp_path / "catalog.duckdb").exists()
+
+
+def test_unwritable_root_with_a_stale_catalog_file_warns(tmp_path):
+    root = _committed_root(tmp_path)
+    with _unwritable(root, root / "catalog.duckdb"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Catalog(root).close()  # up to date: silent
+    write_run(root, "b", ["p3"])
+    with _unwritable(root, root / "catalog.duckdb"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Catalog(root) as cat:
+            assert count(cat, "problems") == 3
+    assert [str(w.message) for w in caught] == [f"{root / 'catalog.duckdb'} is not writable; its saved views are "
+                                                "out of date"]
 
 
 def test_locked_catalog_file_warns_and_queries_still_work(tmp_path, monkeypatch):
