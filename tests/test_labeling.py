@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from search.labeling import STRATEGIES, make_config, rows
-from search.labeling.probe import beta_interval_width
+from search.labeling.sequential import beta_interval_width
 from search.program import run_program
 from search.rollouts import RolloutConfig, rollout_batch
 from search.sampling import SamplingConfig, sample_solutions
@@ -77,7 +77,7 @@ def test_binary_reuses_rollouts_and_skips_correct_solutions_unless_asked():
     assert again.n_rollouts == 0 and again.first_errors == first.first_errors
     eng, out = sampled([solution_text(6)])
     assert label("binary", out, eng, k=4).n_rollouts == 0
-    searched = label("binary", out, eng, k=4, search_correct=True)
+    searched = label("binary", out, eng, k=4, trust_answer=False)
     assert searched.n_rollouts > 0 and searched.first_errors == [-1]
 
 
@@ -108,7 +108,7 @@ def test_adaptive_respects_the_problem_budget_and_judges_on_what_it_has():
 def test_adaptive_soft_target_samples_until_the_interval_is_narrow_or_capped():
     eng, out = sampled([solution_text(3)], p_success=0.5)
     label("adaptive", out, eng, search="linear", target="soft", width=0.5, max_per_step=30,
-          search_correct=True)
+          trust_answer=False)
     for node in out.solutions[0].path[:-1]:
         width = beta_interval_width(node.n_correct, node.n - node.n_correct, 0.9)
         assert node.n == 30 or width < 0.5
@@ -133,10 +133,10 @@ def test_mcts_finds_the_error_of_a_wrong_solution_and_filters_trivial_questions(
     eng, out = sampled([solution_text(6, bad_at=3), solution_text(6)])
     res = label("mcts", out, eng, k=4, rollout_budget=200)
     assert res.first_errors == [3, -1] and res.stats["iterations"] >= 1
-    eng, out = sampled([solution_text(4)])  # every root rollout is right
+    eng, out = sampled([solution_text(4)])  # the sampled solution and every root rollout are right
     res = label("mcts", out, eng, k=4)
     assert res.filtered and res.first_errors == [None] and res.labels == {}
-    assert out.tree.root.n == 4  # the probe rollouts stay on the tree
+    assert out.tree.root.n == 3  # the sampled solution is the 4th root sample; the probe rollouts stay
 
 
 def test_configs_reject_unknown_keys_and_build_nested_rollout_config():

@@ -8,7 +8,7 @@ from search.program import run_program
 from search.sampling import SamplingConfig, sample_solutions
 from tests.labeling_fixtures import FakeEngine, judge, problem, solution_text
 
-CONFIGS = [("linear", {"k": 2}), ("linear", {"k": 2, "infer": True}), ("binary", {"k": 3}), ("adaptive", {"max_per_step": 4}),
+CONFIGS = [("linear", {"k": 2}), ("linear", {"k": 2, "trust_answer": True}), ("binary", {"k": 3}), ("adaptive", {"max_per_step": 4}),
            ("adaptive", {"search": "linear", "batch": 2, "max_per_step": 4, "max_per_problem": 20}),
            ("mcts", {"k": 3, "rollout_budget": 40, "filter_questions": False})]
 

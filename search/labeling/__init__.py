@@ -2,7 +2,9 @@
 
 ``label(tree, paths, problem, prompt, cfg, judge) -> Program[LabelResult]`` takes the problem's tree and its
 solutions as paths of nodes, yields rollout requests (it never calls an engine) and returns per-node labels
-plus each solution's predicted first error. A new strategy is one module plus one entry in ``STRATEGIES``.
+plus each solution's predicted first error. Every config extends ``LabelRules`` (the decision rule, whether
+a correct answer is trusted, overrides, a checker), so those options read the same for every strategy. A new
+strategy is one module plus one entry in ``STRATEGIES``.
 
 Example::
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.labeling import adaptive, binary, linear, mcts
-from search.labeling.base import LabelResult, NodeLabel, first_error
+from search.labeling.base import SOURCES, LabelResult, LabelRules, NodeLabel, first_error
 from search.labeling.rows import rows
 
 
@@ -43,4 +45,5 @@ def make_config(name: str, options: Mapping[str, Any]) -> Any:
     return STRATEGIES[name].config.from_dict(options)
 
 
-__all__ = ["STRATEGIES", "LabelResult", "NodeLabel", "Strategy", "first_error", "make_config", "rows"]
+__all__ = ["SOURCES", "STRATEGIES", "LabelResult", "LabelRules", "NodeLabel", "Strategy", "first_error",
+           "make_config", "rows"]

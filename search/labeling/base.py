@@ -1,21 +1,58 @@
-"""What every labeling strategy returns, and how labels follow from the evidence on the tree.
+"""What every labeling strategy returns, the options they share, and how labels follow from the evidence.
 
-Evidence is of three kinds: a node's own rollouts (label_source ``mc``), a terminal node's own answer
-(``outcome``: its value is 1 or 0 by its answer, no rollout needed), and a descendant's success
-(``inferred``). The last one is exact for hard labels: a hard label says "some continuation from here
-reaches the gold answer", and a correct continuation of a descendant is also one of this node. So a good
-step never follows a bad one on any path, whichever strategy produced the evidence.
+A label never contradicts its own evidence. Each ``step_labels`` row says in ``label_source`` what decided
+it (columns: node_id, strategy, n, n_correct, value, hard, soft, label_source):
+
+- ``mc``: the node's own rollouts under Math-Shepherd's hard rule: hard == (n_correct > 0).
+- ``mc-threshold`` / ``mc-drop``: the node's own rollouts under a soft rule (``rule``): good iff the MC
+  value is at least a threshold — a fixed ``threshold``, or ``(1 - drop)`` times the previous value on the
+  path (the nearest ancestor with rollouts; for the first steps, the root's value counting the sampled
+  solutions as root samples). Stricter than the hard rule: hard may be False with n_correct > 0, but a
+  step without a single correct rollout is never good.
+- ``outcome``: a terminal node labeled by its own answer (value 1.0 or 0.0, n == 0).
+- ``inferred``: a step without rollouts (n == 0), good because a later step on its path is good by its own
+  rollouts, or (``trust_answer``) the path ends in a correct answer: either is a correct continuation of it.
+- ``override``: a step whose own rollouts said bad (or had not decided yet), made good by such a later
+  success; only with ``override_failed = True``. No other row has hard == True with n >= 1, n_correct == 0.
+- ``arith``: a checker (``checker = "arith"``) found a wrong arithmetic claim in the step; bad whatever
+  its rollouts say. The rows of ``verifier.consensus`` use ``consensus:...``.
+
+``soft`` is the MC value (the outcome value for terminals); None only for a non-terminal step without
+rollouts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from search.labeling.checkers import CHECKERS, flag_steps
+from search.labeling.sequential import Prober, soft_verdict
 from search.rollouts import RolloutCost
 from search.tree import Node, Tree
 
-Decided = Callable[[Node], bool]  # the strategy has sampled enough at this node to call 0 successes "bad"
+SOURCES = {"hard": "mc", "threshold": "mc-threshold", "drop": "mc-drop"}  # rule -> label_source
+
+
+@dataclass(frozen=True)
+class LabelRules:
+    """Options shared by every strategy's config (each config extends this): what decides a label."""
+
+    rule: str = "hard"  # "hard" (any success = good) | "threshold" | "drop" (see module docstring)
+    threshold: float = 0.15  # "threshold": value below it = bad; "drop": used where no previous value exists
+    drop: float = 0.5  # "drop": value < (1 - drop) * previous value = bad
+    level: float = 0.9  # sequential soft test (adaptive): stop once the posterior is this sure
+    trust_answer: bool = True  # a correct final answer makes every step before it good (inferred)
+    override_failed: bool = False  # a later success overrides a step's own failed rollouts ("override")
+    checker: str = "none"  # "arith": the first step with a wrong arithmetic claim is bad ("arith")
+
+    def __post_init__(self) -> None:
+        if self.rule not in SOURCES:
+            raise ValueError(f"rule must be one of {sorted(SOURCES)}, got {self.rule!r}")
+        if self.checker != "none" and self.checker not in CHECKERS:
+            raise ValueError(f"checker must be 'none' or one of {sorted(CHECKERS)}, got {self.checker!r}")
+        if not 0 <= self.threshold <= 1 or not 0 <= self.drop < 1 or not 0.5 < self.level < 1:
+            raise ValueError("need 0 <= threshold <= 1, 0 <= drop < 1 and 0.5 < level < 1")
 
 
 @dataclass(frozen=True)
@@ -27,9 +64,9 @@ class NodeLabel:
     n: int  # rollouts on the node when labeled
     n_correct: int
     value: float | None  # MC value n_correct / n; terminal nodes: 1.0 / 0.0 by their own answer
-    hard: bool  # a correct continuation exists (Math-Shepherd HE)
-    soft: float | None  # Math-Shepherd SE: the value itself; None for inferred labels without rollouts
-    label_source: str  # mc | outcome | inferred
+    hard: bool  # the step is good
+    soft: float | None  # Math-Shepherd SE: the value itself; None for a step without rollouts
+    label_source: str  # see the module docstring
 
 
 @dataclass
@@ -37,58 +74,116 @@ class LabelResult:
     strategy: str
     labels: dict[str, NodeLabel]  # node_id -> label; unlabeled nodes are absent
     first_errors: list[int | None]  # per solution: first bad step (0-based), -1 none, None undetermined
-    filtered: bool = False  # mcts question filter dropped the problem
+    filtered: bool = False  # mcts question filter dropped the problem (never a budget refusal)
     n_rollouts: int = 0  # rollouts this call sampled (existing ones reused are not counted)
     rollout_tokens: int = 0
     stats: dict[str, float] = field(default_factory=dict)  # strategy-specific counters (mcts iterations)
 
 
+def answer_counts(paths: list[list[Node]]) -> tuple[int, int]:
+    """(correct, total) final answers of the solutions: each is one sample from the root."""
+    ends = [p[-1] for p in paths if p and p[-1].terminal]
+    return sum(bool(n.outcome_correct) for n in ends), len(ends)
+
+
 @dataclass
 class Evidence:
-    """Hard knowledge about nodes, shared by the searches of all solutions of one problem."""
+    """What is known about the nodes of one problem's tree, shared by the searches of all its solutions."""
 
     tree: Tree
-    decided: Decided
-    propagate_rollouts: bool = True  # a descendant's correct rollout makes its ancestors good
-    propagate_outcomes: bool = True  # a correct terminal makes its ancestors good (off: search correct ones)
+    prober: Prober
+    rules: LabelRules
+    flagged: set[str] = field(default_factory=set)  # steps a checker found wrong
+    root_counts: tuple[int, int] = (0, 0)  # (correct, total) sampled solutions, counted into the root's value
     exhausted: set[str] = field(default_factory=set)  # budget ran out: judge on what was sampled
-    _good: set[str] = field(default_factory=set)
+    _good: set[str] = field(default_factory=set)  # ancestors of a good step or of a trusted correct answer
+
+    @classmethod
+    def of(cls, tree: Tree, paths: list[list[Node]], prober: Prober, rules: LabelRules) -> Evidence:
+        """The evidence of a fresh labeling call: checker flags and the solutions' answers as root samples."""
+        return cls(tree, prober, rules, flag_steps(paths, rules.checker), answer_counts(paths))
+
+    def root_value(self) -> float | None:
+        root, (ok, total) = self.tree.root, self.root_counts
+        return (root.n_correct + ok) / (root.n + total) if root.n + total else None
+
+    def threshold(self, node: Node) -> float | None:
+        """The value below which ``node`` is bad under a soft rule; None under the hard rule."""
+        rules = self.rules
+        if rules.rule == "hard":
+            return None
+        if rules.rule == "threshold":
+            return rules.threshold
+        previous = self._previous_value(node)
+        return rules.threshold if previous is None else (1 - rules.drop) * previous
+
+    def _previous_value(self, node: Node) -> float | None:
+        parent_id = node.parent_id
+        while parent_id:
+            parent = self.tree.nodes[parent_id]
+            if parent is self.tree.root:
+                return self.root_value()
+            if parent.n:
+                return parent.value
+            parent_id = parent.parent_id
+        return None
+
+    def need(self, node: Node) -> int:
+        """Rollouts to take now at ``node`` for its own label to be decided (0: decided or terminal)."""
+        return self.prober.need(node, self.threshold(node))
+
+    def own(self, node: Node) -> bool | None:
+        """The label the node's own rollouts give under the rule; None while undecided or without rollouts."""
+        if not node.n:
+            return None
+        if self.rules.rule == "hard":
+            done = node.node_id in self.exhausted or self.need(node) == 0
+            return True if node.n_correct else (False if done else None)
+        capped = node.node_id in self.exhausted or node.n >= self.prober.cap  # no more rollouts coming
+        threshold = self.threshold(node)
+        assert threshold is not None  # soft rules always have one
+        if self.prober.until != "test" and not capped:
+            return None  # fixed k: decided only once all k are in
+        return soft_verdict(node.n_correct, node.n - node.n_correct, threshold, self.prober.level, capped)
 
     def refresh(self) -> None:
-        """Recompute the set of nodes known good; call after new rollouts arrive."""
+        """Recompute which nodes a later success vouches for; call after new rollouts arrive."""
         good: set[str] = set()
         for node in self.tree.nodes.values():
-            witness = node.n_correct > 0
-            outcome = node.terminal and bool(node.outcome_correct)
-            if not (witness or outcome):
+            trusted = node.terminal and bool(node.outcome_correct) and self.rules.trust_answer
+            if node.node_id in self.flagged or not (trusted or self.own(node) is True):
                 continue
-            good.add(node.node_id)
-            if (witness and self.propagate_rollouts) or (outcome and self.propagate_outcomes):
-                parent_id = node.parent_id
-                while parent_id and parent_id not in good:
-                    good.add(parent_id)
-                    parent_id = self.tree.nodes[parent_id].parent_id
+            parent_id = node.parent_id
+            while parent_id and parent_id not in good:
+                good.add(parent_id)
+                parent_id = self.tree.nodes[parent_id].parent_id
         self._good = good
 
     def known(self, node: Node) -> bool | None:
         """True (good), False (bad) or None (not decided yet)."""
-        if node.node_id in self._good:
-            return True
+        if node.node_id in self.flagged:
+            return False
         if node.terminal:
             return bool(node.outcome_correct)
-        if node.rollouts and (self.decided(node) or node.node_id in self.exhausted):
-            return False
-        return None
+        own = self.own(node)
+        if own is not True and node.node_id in self._good and (not node.n or self.rules.override_failed):
+            return True
+        return own
 
     def label(self, node: Node, strategy: str) -> NodeLabel | None:
         hard = self.known(node)
         if hard is None:
             return None
-        if node.terminal and not node.n_correct:
-            value = 1.0 if node.outcome_correct else 0.0
-            return NodeLabel(node.node_id, strategy, node.n, node.n_correct, value, hard, value, "outcome")
-        source = "mc" if node.n_correct or not hard else "inferred"
-        return NodeLabel(node.node_id, strategy, node.n, node.n_correct, node.value, hard, node.value, source)
+        value = node.value
+        if node.node_id in self.flagged:
+            source = "arith"
+        elif node.terminal:
+            source, value = "outcome", 1.0 if node.outcome_correct else 0.0
+        elif not node.n:
+            source = "inferred"
+        else:
+            source = SOURCES[self.rules.rule] if self.own(node) == hard else "override"
+        return NodeLabel(node.node_id, strategy, node.n, node.n_correct, value, hard, value, source)
 
 
 def collect_labels(evidence: Evidence, nodes: Iterable[Node], strategy: str) -> dict[str, NodeLabel]:

@@ -1,15 +1,15 @@
 """Binary-search labeling (OmegaPRM's error locator): O(k log n) rollouts per solution.
 
-Each solution is searched for its first step with MC value 0, assuming values fall monotonically along a
-path: a probed step with a correct rollout moves the search right (every earlier step is then good,
-``inferred`` where not rolled out), k failures move it left. Every rollout already on a node is reused, and
-a step with any correct rollout is good without sampling more. Steps after the found error stay unlabeled
-unless other evidence covers them.
+Each solution is searched for its first bad step, assuming values fall along a path: a probed step that is
+good moves the search right (every earlier step without rollouts is then good, ``inferred``), a bad one
+moves it left. Every rollout already on a node is reused. Under the hard rule a step with any correct
+rollout is good without sampling more; under a soft rule (``rule``) each probe takes all k and compares its
+value with the threshold. A step whose own rollouts failed stays bad even when a later step succeeds
+(unless ``override_failed``). Steps after the found error stay unlabeled unless other evidence covers them.
 
-OmegaPRM binary-searches only incorrect solutions: a correct final answer is itself a correct continuation
-of every prefix, so under hard labels no step of a correct solution is bad. ``search_correct=True`` drops
-that shortcut (the solution's own answer no longer vouches for its steps) to catch steps that were wrong
-but recovered by chance.
+OmegaPRM binary-searches only incorrect solutions (``trust_answer = True``, the default): a correct final
+answer is itself a correct continuation of every prefix. ``trust_answer = False`` searches them too, to
+catch steps that were wrong but recovered by chance.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.labeling.base import Evidence, LabelResult, finish
-from search.labeling.probe import Caps, Prober, probe
+from search.labeling.base import Evidence, LabelResult, LabelRules, finish
+from search.labeling.probe import Caps, probe
+from search.labeling.sequential import Prober
 from search.problems import Problem
 from search.program import Program
 from search.rollouts import RolloutConfig
@@ -30,12 +31,12 @@ NAME = "binary"
 
 
 @dataclass(frozen=True)
-class BinaryConfig:
+class BinaryConfig(LabelRules):
     k: int = 4  # rollouts per probed step, sampled at once
-    search_correct: bool = False  # also search solutions whose final answer is right
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.k < 1:
             raise ValueError("binary: k must be >= 1")
 
@@ -46,7 +47,7 @@ class BinaryConfig:
 
 def label(tree: Tree, paths: list[list[Node]], problem: Problem, prompt: str, cfg: BinaryConfig,
           judge: JudgeFn) -> Program[LabelResult]:
-    prober = Prober(cap=cfg.k, batch=cfg.k, until="success")
-    evidence = Evidence(tree, prober.decided, propagate_outcomes=not cfg.search_correct)
-    cost = yield from probe(paths, evidence, prober, "binary", Caps(), problem, prompt, cfg.rollout, judge)
+    prober = Prober(cap=cfg.k, batch=cfg.k, until="success" if cfg.rule == "hard" else "count")
+    evidence = Evidence.of(tree, paths, prober, cfg)
+    cost = yield from probe(paths, evidence, "binary", Caps(), problem, prompt, cfg.rollout, judge)
     return finish(NAME, evidence, paths, cost, after_error=False)

@@ -1,13 +1,17 @@
 """MCTS labeling (OmegaPRM, Luo et al. 2024): grow the tree from rollouts, binary-search wrong ones.
 
-1. Question filter: k rollouts from the root (existing ones reused); a question whose probe rollouts are
-   all right or all wrong teaches nothing about steps and is dropped (``LabelResult.filtered``).
+1. Question filter: the N sampled solutions are N samples from the root, so they count into the root's MC
+   value; root rollouts top them up to k only where N < k (existing ones reused). A question whose root
+   samples are all right or all wrong teaches nothing about steps and is dropped (``LabelResult.filtered``).
+   A root probe the budget refuses is not a filter: the search goes on with what it has.
 2. Candidate pool: wrong-answer continuations (s, r) hanging off a state s with 0 < MC(s) < 1 — the
-   sampled wrong solutions (state: the root) and every wrong rollout taken later. Every rollout is split
-   into steps and added to the tree under its node (origin "rollout"), so nothing sampled is lost.
+   sampled wrong solutions (state: the root; with ``trust_answer = False`` the correct ones too) and every
+   wrong rollout taken later. Every rollout is split into steps and added to the tree under its node
+   (origin "rollout"), so nothing sampled is lost.
 3. Select the candidate maximizing Q + U with Q = alpha^(1 - MC(s)) * beta^(len(r) / L) (prefer states
    that "should" succeed and short wrong continuations) and U = c_puct * sqrt(sum N) / (1 + N(s)).
-4. Binary-search r for its first error with k rollouts per probe; each probe's wrong rollouts join the pool.
+4. Binary-search r for its first error with k rollouts per probe (labels by the shared ``LabelRules``);
+   each probe's wrong rollouts join the pool.
 Stops at ``search_limit`` selections, when the pool is empty, or before a probe would overrun
 ``rollout_budget`` (root probe included), so the budget is never exceeded.
 """
@@ -19,8 +23,9 @@ from dataclasses import dataclass, field
 from math import sqrt
 from typing import Any
 
-from search.labeling.base import Evidence, LabelResult, finish
-from search.labeling.probe import Prober, binary_targets
+from search.labeling.base import Evidence, LabelResult, LabelRules, finish
+from search.labeling.probe import binary_targets
+from search.labeling.sequential import Prober
 from search.problems import Problem
 from search.program import Program
 from search.rollouts import RolloutConfig, RolloutCost, rollout_batch
@@ -31,7 +36,7 @@ NAME = "mcts"
 
 
 @dataclass(frozen=True)
-class MctsConfig:
+class MctsConfig(LabelRules):
     k: int = 8  # rollouts per probe (root filter and each binary-search step)
     alpha: float = 0.5  # OmegaPRM's defaults for Q = alpha^(1 - MC) * beta^(len / L)
     beta: float = 0.9
@@ -44,6 +49,7 @@ class MctsConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.k < 1 or self.search_limit < 0 or self.rollout_budget < 0 or self.length_scale < 1:
             raise ValueError("mcts: need k >= 1, length_scale >= 1 and non-negative limits")
         if not (0 < self.alpha <= 1 and 0 < self.beta <= 1 and self.c_puct >= 0):
@@ -78,8 +84,7 @@ def _attach(tree: Tree, node: Node, rollout: Rollout, delimiter: str) -> _Candid
     return None if leaf.outcome_correct else _Candidate(node, path)
 
 
-def _score(c: _Candidate, visits: dict[str, int], cfg: MctsConfig) -> float:
-    mc = c.state.value or 0.0
+def _score(c: _Candidate, mc: float, visits: dict[str, int], cfg: MctsConfig) -> float:
     q = cfg.alpha ** (1 - mc) * cfg.beta ** (c.n_tokens / cfg.length_scale)
     u = cfg.c_puct * sqrt(sum(visits.values())) / (1 + visits.get(c.state.node_id, 0))
     return q + u
@@ -88,40 +93,46 @@ def _score(c: _Candidate, visits: dict[str, int], cfg: MctsConfig) -> float:
 def label(tree: Tree, paths: list[list[Node]], problem: Problem, prompt: str, cfg: MctsConfig,
           judge: JudgeFn) -> Program[LabelResult]:
     prober = Prober(cap=cfg.k, batch=cfg.k, until="count")
-    evidence = Evidence(tree, prober.decided)
+    evidence = Evidence.of(tree, paths, prober, cfg)
     cost = RolloutCost()
     pool: list[_Candidate] = []
+    root = tree.root
 
-    def take(node: Node) -> Program[bool]:
-        """Top ``node`` up to k rollouts within budget; its wrong rollouts join the pool if 0 < MC < 1."""
-        need = prober.need(node)
-        if cost.rollouts + need > cfg.rollout_budget:
+    def mc(node: Node) -> float:
+        """MC value of a state; the root's counts the sampled solutions."""
+        value = evidence.root_value() if node is root else node.value
+        return value or 0.0
+
+    def take(node: Node, need: int) -> Program[bool]:
+        """Take ``need`` rollouts at ``node`` within budget; its wrong ones join the pool if 0 < MC < 1."""
+        if need <= 0 or cost.rollouts + need > cfg.rollout_budget:
             return False
         new = yield from rollout_batch([(node, need)], problem, prompt, cfg.rollout, judge, cost)
         found = [_attach(tree, node, r, cfg.delimiter) for r in new]
-        if 0 < (node.value or 0.0) < 1:
+        if 0 < mc(node) < 1:
             pool.extend(c for c in found if c is not None)
         evidence.refresh()
         return True
 
-    root = tree.root
-    if not (yield from take(root)) or (cfg.filter_questions and root.value in (0.0, 1.0)):
+    yield from take(root, cfg.k - root.n - evidence.root_counts[1])  # refused by the budget: go on without
+    if cfg.filter_questions and evidence.root_value() in (0.0, 1.0):
         result = finish(NAME, evidence, paths, cost, nodes=[])
         result.filtered, result.first_errors = True, [None] * len(paths)
         return result
-    pool[:0] = [_Candidate(root, p) for p in paths if p[-1].terminal and not p[-1].outcome_correct]
+    searched = [p for p in paths if p[-1].terminal and (not p[-1].outcome_correct or not cfg.trust_answer)]
+    pool[:0] = [_Candidate(root, p) for p in searched]
     visits: dict[str, int] = {}
     iterations, within_budget = 0, True
     while within_budget and iterations < cfg.search_limit:
-        open_pool = [c for c in pool if 0 < (c.state.value or 0.0) < 1]
+        open_pool = [c for c in pool if 0 < mc(c.state) < 1]
         if not open_pool:
             break
-        chosen = max(open_pool, key=lambda c: _score(c, visits, cfg))
+        chosen = max(open_pool, key=lambda c: _score(c, mc(c.state), visits, cfg))
         pool.remove(chosen)
         visits[chosen.state.node_id] = visits.get(chosen.state.node_id, 0) + 1
         iterations += 1
-        while within_budget and (targets := binary_targets(chosen.steps, evidence, prober)):
-            within_budget = yield from take(targets[0])
+        while within_budget and (targets := binary_targets(chosen.steps, evidence)):
+            within_budget = yield from take(targets[0], evidence.need(targets[0]))
     result = finish(NAME, evidence, paths, cost, nodes=list(tree.nodes.values()))
     result.stats = {"iterations": iterations, "pool_left": len(pool), "nodes": len(tree.nodes)}
     return result
