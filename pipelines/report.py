@@ -1,4 +1,4 @@
-"""``tracemill report RUN_ID``: one self-contained HTML page about a run — plots and a search-tree viewer.
+"""``tracemill report RUN_ID``: one self-contained HTML page about a run — plots, its dataset, a tree viewer.
 
 Load: the run's tables through the catalog (empty or missing tables give empty sections, never errors).
 Build: plots rendered with matplotlib to PNG and inlined as base64 (the page needs no network and no files
@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import importlib
 import io
 import itertools
 import json
@@ -34,6 +33,7 @@ from matplotlib.figure import Figure
 from storage.catalog import Catalog
 from storage.layout import RunPaths
 from storage.manifest import Manifest
+from verifier.arith_claims import check_step
 
 Row = dict[str, Any]
 ASSETS = files("pipelines") / "report_assets"
@@ -53,6 +53,15 @@ _SQL = {
               "ORDER BY problem_id, kind, trace_id",
     "rejects": "SELECT stage, reason, count(*) AS n FROM rejects GROUP BY ALL "
                "UNION ALL SELECT 'filter:' || table_name, filter, count(*) FROM filtered GROUP BY ALL ORDER BY 3 DESC",
+    # the dataset: only these prm_dataset columns are relied on (the table's other columns may change)
+    "prm": "SELECT example_id, problem_id, first_error, labels, soft_labels FROM prm_dataset ORDER BY example_id",
+    "label_depths": "SELECT n.depth, count(*) AS labels, count(*) FILTER (WHERE l.hard) AS good FROM step_labels l "
+                    "JOIN nodes n USING (run_id, node_id) WHERE l.hard IS NOT NULL GROUP BY 1 ORDER BY 1",
+    "soft_values": "SELECT soft FROM step_labels WHERE soft IS NOT NULL",
+    "label_sources": "SELECT coalesce(label_source, 'none') AS source, count(*) AS labels FROM step_labels "
+                     "GROUP BY 1 ORDER BY 2 DESC, 1",
+    "good_steps": "SELECT DISTINCT n.node_id, n.text FROM step_labels l JOIN nodes n USING (run_id, node_id) "
+                  "WHERE l.hard ORDER BY n.node_id",
     "counts": "SELECT (SELECT count(*) FROM nodes) AS nodes, (SELECT count(*) FROM rollouts) AS rollouts, "
               "(SELECT count(*) FROM step_labels) AS step_labels, (SELECT count(*) FROM traces) AS traces",
 }
@@ -71,10 +80,13 @@ class ReportConfig:
     dpi: int = 80  # plot resolution
     max_tree_problems: int = 300  # problems whose trees are embedded (first by id); plots use all problems
     max_reason_chars: int = 60  # reject reasons are cut to this many characters in the plot
+    soft_bins: int = 20  # histogram bins over [0, 1] for soft labels (k = 4 rollouts give 5 distinct values)
+    max_flagged_steps: int = 20  # good-labeled steps with a wrong claim listed by text (all are counted)
+    max_step_chars: int = 120  # step text in that list is cut to this many characters
 
     def __post_init__(self) -> None:
-        if self.vote_draws < 1 or self.dpi < 10 or self.max_tree_problems < 0:
-            raise ValueError("vote_draws >= 1, dpi >= 10 and max_tree_problems >= 0 are required")
+        if self.vote_draws < 1 or self.dpi < 10 or self.max_tree_problems < 0 or self.soft_bins < 1:
+            raise ValueError("vote_draws >= 1, dpi >= 10, max_tree_problems >= 0 and soft_bins >= 1 are required")
 
 
 @dataclass
@@ -169,15 +181,68 @@ def cost_by_strategy(data: RunData) -> dict[str, dict[str, float]]:
 
 
 def wrong_claims(text: str) -> list[str]:
-    """Wrong arithmetic claims in a step, via ``verifier.arith_claims`` where a colleague's module exists."""
-    try:
-        check_step = importlib.import_module("verifier.arith_claims").check_step
-    except (ImportError, AttributeError):
-        return []
-    check = check_step(text)
-    claims = getattr(check, "details", None) or getattr(check, "claims", None) or []
-    return [f"{getattr(c, 'expr', c)} = {getattr(c, 'claimed', '?')} (is {getattr(c, 'actual', '?')})"
-            for c in claims if getattr(c, "ok", True) is False]
+    """Wrong arithmetic claims in a step (``verifier.arith_claims``), each as "expr = claimed (is actual)"."""
+    return [f"{c} (is {c.actual})" for c in check_step(text).wrong]
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "—"
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """What the report says about a run's training data: PRM rows, step labels and what the checker flags."""
+
+    prm_rows: int
+    prm_negative: int  # rows with first_error >= 0 (a bad step to learn from)
+    prm_labels: Counter  # PRM label entries: True (good), False (bad), None (masked)
+    good_steps: int  # distinct steps with a hard-good label (any strategy)
+    flagged: list[tuple[str, list[str]]]  # (text, wrong claims) of the good steps the arithmetic checker refutes
+    by_depth: list[Row]  # depth, labels, good
+    sources: list[Row]  # source, labels
+
+    def facts(self) -> list[str]:
+        """One sentence per headline number, as the page shows them."""
+        labeled = self.prm_labels[True] + self.prm_labels[False]
+        n_labels = sum(r["labels"] for r in self.sources)
+        return [
+            f"PRM rows {self.prm_rows}, with a negative {self.prm_negative} "
+            f"({_share(self.prm_negative, self.prm_rows)})",
+            f"PRM step labels {labeled}, good {self.prm_labels[True]} ({_share(self.prm_labels[True], labeled)}), "
+            f"masked {self.prm_labels[None]}",
+            f"Step labels {n_labels}, by source: " + (", ".join(
+                f"{r['source']} {r['labels']} ({_share(r['labels'], n_labels)})" for r in self.sources) or "none"),
+            f"MC-good steps with a wrong arithmetic claim {len(self.flagged)} of {self.good_steps} "
+            f"({_share(len(self.flagged), self.good_steps)})",
+        ]
+
+
+def dataset_stats(data: RunData) -> DatasetStats:
+    """Counts over the run's ``prm_dataset`` rows and step labels; the checker runs on every good-labeled step."""
+    entries = Counter(v for r in data.prm for v in r["labels"] or [])
+    flagged = [((r["text"] or "").strip(), claims) for r in data.good_steps if (claims := wrong_claims(r["text"] or ""))]
+    return DatasetStats(
+        prm_rows=len(data.prm),
+        prm_negative=sum(r["first_error"] is not None and r["first_error"] >= 0 for r in data.prm),
+        prm_labels=entries, good_steps=len(data.good_steps), flagged=flagged,
+        by_depth=data.label_depths, sources=data.label_sources)
+
+
+def dataset_tables(stats: DatasetStats, cfg: ReportConfig) -> list[dict[str, Any]]:
+    """The small tables of the Dataset section: caption, column names, rows of cells."""
+    cut = cfg.max_step_chars
+    n_labels = sum(r["labels"] for r in stats.sources)
+    return [
+        {"key": "label-depth", "caption": "Label balance by step depth", "columns": ["depth", "labels", "good"],
+         "rows": [[r["depth"], r["labels"], _share(r["good"], r["labels"])] for r in stats.by_depth]},
+        {"key": "label-source", "caption": "Step labels by source", "columns": ["label_source", "labels", "share"],
+         "rows": [[r["source"], r["labels"], _share(r["labels"], n_labels)] for r in stats.sources]},
+        {"key": "flagged", "caption": "MC-good steps the arithmetic checker flags"
+         + (f" (first {cfg.max_flagged_steps})" if len(stats.flagged) > cfg.max_flagged_steps else ""),
+         "columns": ["step", "wrong claims"],
+         "rows": [[text[:cut] + ("…" if len(text) > cut else ""), "; ".join(claims)]
+                  for text, claims in stats.flagged[: cfg.max_flagged_steps]]},
+    ]
 
 
 # ---------------------------------------------------------------- plots: each returns (figure or None, note)
@@ -301,7 +366,32 @@ def plot_rejects(data: RunData, cfg: ReportConfig) -> Panel:
     return fig, f"{sum(r['n'] for r in data.rejects)} rows rejected or filtered, by stage and reason."
 
 
-SECTIONS: dict[str, tuple[str, Callable[[RunData, ReportConfig], Panel]]] = {
+def plot_label_balance(data: RunData, cfg: ReportConfig) -> Panel:
+    rows = data.label_depths
+    if not rows:
+        return None, "No step labels on stored nodes."
+    fig, (ax,) = _figure()
+    depths = [r["depth"] for r in rows]
+    bars = ax.bar(depths, [r["good"] / r["labels"] for r in rows])
+    ax.bar_label(bars, labels=[str(r["labels"]) for r in rows], fontsize="small")
+    ax.set(xlabel="step depth", ylabel="share of good hard labels", ylim=(0, 1.1))
+    ax.set_xticks(depths)
+    return fig, "Bar height: share of step labels at that depth that are good (hard label 1); above it: labels."
+
+
+def plot_soft_values(data: RunData, cfg: ReportConfig) -> Panel:
+    values = [r["soft"] for r in data.soft_values]
+    if not values:
+        return None, "No soft labels (no step label has an MC value)."
+    fig, (ax,) = _figure()
+    ax.hist(values, bins=cfg.soft_bins, range=(0.0, 1.0))
+    ax.set(xlabel="soft label (MC value)", ylabel="step labels")
+    return fig, f"{len(values)} soft labels; mean {sum(values) / len(values):.2f}."
+
+
+PanelFn = Callable[[RunData, ReportConfig], Panel]
+
+SECTIONS: dict[str, tuple[str, PanelFn]] = {
     "accuracy": ("Accuracy against N (majority vote, best-of-N)", plot_accuracy),
     "values": ("MC value by step depth", plot_values),
     "first-errors": ("First-error positions", plot_first_errors),
@@ -310,6 +400,18 @@ SECTIONS: dict[str, tuple[str, Callable[[RunData, ReportConfig], Panel]]] = {
     "throughput": ("Throughput", plot_throughput),
     "rejects": ("Rejects by reason", plot_rejects),
 }
+DATASET_PANELS: dict[str, tuple[str, PanelFn]] = {
+    "label-balance": ("Label balance by step depth", plot_label_balance),
+    "soft-values": ("Soft label values", plot_soft_values),
+}
+
+
+def _render_panels(panels: dict[str, tuple[str, PanelFn]], data: RunData, cfg: ReportConfig) -> list[dict]:
+    out = []
+    for key, (title, plot) in panels.items():
+        fig, note = plot(data, cfg)
+        out.append({"key": key, "title": title, "note": note, "png": _png(fig, cfg.dpi) if fig else None})
+    return out
 
 
 def _png(fig: Figure, dpi: int) -> str:
@@ -379,10 +481,9 @@ def render_report(cat: Catalog, run_id: str, cfg: ReportConfig | None = None) ->
     """The report page of ``run_id`` as one HTML string."""
     cfg = cfg or ReportConfig()
     data = load_run(cat, run_id)
-    sections = []
-    for key, (title, plot) in SECTIONS.items():
-        fig, note = plot(data, cfg)
-        sections.append({"key": key, "title": title, "note": note, "png": _png(fig, cfg.dpi) if fig else None})
+    stats = dataset_stats(data)
+    dataset = {"facts": stats.facts(), "tables": dataset_tables(stats, cfg),
+               "panels": _render_panels(DATASET_PANELS, data, cfg)}
     trees = tree_data(cat, data, cfg)
     n_correct = sum(bool(s["correct"]) for s in data.solutions)
     summary = {"problems": len(data.problems), "solutions": len(data.solutions),
@@ -392,7 +493,8 @@ def render_report(cat: Catalog, run_id: str, cfg: ReportConfig | None = None) ->
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string((ASSETS / "report.html.j2").read_text(encoding="utf-8"))
     return template.render(
-        run_id=run_id, run=data.run, stats=data.stats, summary=summary, sections=sections,
+        run_id=run_id, run=data.run, stats=data.stats, summary=summary,
+        sections=_render_panels(SECTIONS, data, cfg), dataset=dataset,
         css=(ASSETS / "report.css").read_text(encoding="utf-8"), js=(ASSETS / "report.js").read_text(encoding="utf-8"),
         problems=[{"id": t["id"], "question": t["question"], "n_nodes": len(t["nodes"]) - 1,
                    "n_solutions": len(t["solutions"]), "n_correct": sum(bool(s["correct"]) for s in t["solutions"]),

@@ -123,3 +123,43 @@ def add_big_tree(root: Path, run_id: str, n_nodes: int, root_fanout: int = 300, 
         writer.commit("big-tree", {"nodes": nodes, "solutions": [solution], "traces": [trace], "problems": [
             {"problem_id": pid, "source": "big", "question": question, "gold_answer": "7"}]})
     return pid, len(path)
+
+
+# A hand-made run whose dataset numbers are known: two problems, two labeled steps each.
+DATASET_STEPS = [  # (problem, depth, text, labels as (strategy, hard, soft, label_source))
+    ("p1", 1, "2 + 3 = 5.\n\n", [("linear", True, 1.0, "mc")]),
+    ("p1", 2, "5 * 2 = 11.\n\n", [("linear", True, 0.5, "mc")]),  # good by MC, yet 5 * 2 is 10
+    ("p2", 1, "4 + 4 = 8.\n\n", [("linear", True, 0.75, "mc"), ("binary", True, None, "inferred")]),
+    ("p2", 2, "8 - 1 = 6.\n\n", [("linear", False, 0.0, "mc")]),  # wrong claim, but labeled bad: not counted
+]
+DATASET_PRM = [  # (example, problem, first_error, labels, soft_labels)
+    ("e1", "p1", -1, [True, True], [1.0, 0.5]),
+    ("e2", "p2", 1, [True, False], [0.75, 0.0]),
+    ("e3", "p2", -1, [True, None], [0.75, None]),  # its second step is masked
+]
+
+
+def make_dataset_run(root: Path, run_id: str = "dataset-test") -> str:
+    """Commit ``DATASET_STEPS`` as nodes and step labels and ``DATASET_PRM`` as prm_dataset rows; returns the run id.
+
+    Known numbers: 3 PRM rows, 1 with a negative; 5 PRM step labels, 4 good, 1 masked; 5 step labels (mc 4,
+    inferred 1); depth 1: 3 labels all good, depth 2: 2 labels, 1 good; 4 soft values; 3 good steps, of which
+    the arithmetic checker flags 1 ("5 * 2 = 11").
+    """
+    start_run(root, run_id, {"test": True}, engine="sim")
+    nodes, labels, parents = [], [], {}
+    for pid, depth, text, step_labels in DATASET_STEPS:
+        parent = parents.get((pid, depth - 1), node_id("", pid))
+        nid = node_id(parent, text)
+        parents[(pid, depth)] = nid
+        nodes.append({"node_id": nid, "parent_id": parent, "problem_id": pid, "depth": depth, "text": text})
+        labels += [{"node_id": nid, "problem_id": pid, "strategy": strategy, "hard": hard, "soft": soft,
+                    "label_source": source} for strategy, hard, soft, source in step_labels]
+    prm = [{"example_id": e, "problem_id": pid, "first_error": fe, "labels": hard, "soft_labels": soft}
+           for e, pid, fe, hard, soft in DATASET_PRM]
+    problems = [{"problem_id": pid, "question": f"question {pid}", "gold_answer": "1"} for pid in ("p1", "p2")]
+    with ShardWriter(root, run_id) as writer:
+        writer.commit("steps", {"problems": problems, "nodes": nodes, "step_labels": labels})
+        writer.commit("datasets", {"prm_dataset": prm})
+    finish_run(root, run_id, {"problems": len(problems)})
+    return run_id

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
-import sys
-import types
-from dataclasses import dataclass
 
 import pytest
 
-from pipelines.report import ReportConfig, cost_by_strategy, load_run, tree_data, vote_curves, write_report
+from pipelines.report import (
+    DATASET_PANELS,
+    SECTIONS,
+    ReportConfig,
+    cost_by_strategy,
+    dataset_stats,
+    load_run,
+    tree_data,
+    vote_curves,
+    write_report,
+)
 from storage.catalog import Catalog
 from storage.runs import finish_run, start_run
 from storage.shards import ShardWriter
-from tests.report_fixtures import add_big_tree, make_run
+from tests.report_fixtures import add_big_tree, make_dataset_run, make_run
+from verifier.arith_claims import check_step
+
+N_PANELS = len(SECTIONS) + len(DATASET_PANELS)
 
 _DATA = re.compile(r'<script type="application/json" id="tree-data-(\d+)">(.*?)</script>', re.S)
 
@@ -71,7 +82,7 @@ def test_report_has_every_plot_and_one_tree_per_problem(run, tmp_path):
     out = write_report(root, run_id, tmp_path / "r.html")
     page = out.read_text()
     assert "<script src=" not in page and "<link rel=\"stylesheet\"" not in page  # nothing fetched
-    assert page.count('src="data:image/png;base64,') == 7
+    assert N_PANELS == 9 and page.count('src="data:image/png;base64,') == N_PANELS
     trees = [json.loads(raw) for _, raw in _DATA.findall(page)]
     with Catalog(root, save=False) as cat:
         counts = {r["problem_id"]: r["n"] for r in cat.sql(
@@ -97,8 +108,9 @@ def test_run_with_no_tables_gives_a_page_with_empty_sections(tmp_path):
     start_run(tmp_path, "empty", {"x": 1}, engine="sim")
     finish_run(tmp_path, "empty", {"problems": 0})
     page = write_report(tmp_path, "empty").read_text()
-    assert page.count('class="empty">No data.') == 7
+    assert page.count('class="empty">No data.') == N_PANELS
     assert "No problems stored." in page and "No mined traces" in page
+    assert "PRM rows 0, with a negative 0 (—)" in page
 
 
 def test_tables_without_a_runs_row_are_reported_with_a_warning(tmp_path):
@@ -127,23 +139,50 @@ def test_trees_beyond_the_limit_are_left_out_with_a_note(run):
     assert [t["id"] for t in trees] == [p["problem_id"] for p in data.problems[:2]]
 
 
-@dataclass
-class _Claim:
-    expr: str
-    claimed: str
-    actual: str
-    ok: bool
-
-
-def test_wrong_arithmetic_claims_are_shown_per_node(run, monkeypatch):
-    """Uses a stand-in for ``verifier.arith_claims`` (its ``StepCheck.details`` of ``Claim``s)."""
-    fake = types.ModuleType("verifier.arith_claims")
-    fake.check_step = lambda text: types.SimpleNamespace(details=[
-        _Claim(m[0], m[1], "?", False) for m in re.findall(r"(\d+ \* \d+) = (\d+)", text)])
-    monkeypatch.setitem(sys.modules, "verifier.arith_claims", fake)
+def test_wrong_arithmetic_claims_are_shown_per_node(run):
     root, run_id = run
     with Catalog(root, save=False) as cat:
         trees = tree_data(cat, load_run(cat, run_id), ReportConfig())
-    claims = [(node[1], node[10]) for t in trees for node in t["nodes"]]
-    assert any(c for _, c in claims)
-    assert all(bool(c) == bool(re.search(r"\d+ \* \d+ = \d+", text)) for text, c in claims)
+    claims = [(node[1], node[10]) for t in trees for node in t["nodes"][1:]]
+    assert any(c for _, c in claims)  # the sim engine writes some wrong results
+    for text, shown in claims:
+        assert shown == [f"{c.expr} = {c.claimed} (is {c.actual})" for c in check_step(text).wrong]
+
+
+@pytest.fixture(scope="module")
+def dataset_run(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    root = tmp_path_factory.mktemp("dataset")
+    return root, make_dataset_run(root)
+
+
+def _cells(page: str, table: str) -> list[list[str]]:
+    body = re.search(rf'<table class="small" id="table-{table}">(.*?)</table>', page, re.S)[1]
+    return [[html.unescape(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)[1:]]
+
+
+def test_dataset_section_shows_prm_rows_label_balance_sources_and_checker_flags(dataset_run):
+    root, run_id = dataset_run
+    page = write_report(root, run_id).read_text()
+    facts = re.search(r'<ul class="facts">(.*?)</ul>', page, re.S)[1]
+    assert re.findall(r"<li>(.*?)</li>", facts) == [
+        "PRM rows 3, with a negative 1 (33%)",
+        "PRM step labels 5, good 4 (80%), masked 1",
+        "Step labels 5, by source: mc 4 (80%), inferred 1 (20%)",
+        "MC-good steps with a wrong arithmetic claim 1 of 3 (33%)",
+    ]
+    assert _cells(page, "label-depth") == [["1", "3", "100%"], ["2", "2", "50%"]]
+    assert _cells(page, "label-source") == [["mc", "4", "80%"], ["inferred", "1", "20%"]]
+    assert _cells(page, "flagged") == [["5 * 2 = 11.", "5 * 2 = 11 (is 10)"]]
+    for key in DATASET_PANELS:
+        assert re.search(rf'id="plot-{key}">.*?src="data:image/png;base64,', page, re.S)
+    assert "4 soft labels; mean 0.56." in page  # (1 + 0.5 + 0.75 + 0) / 4, the null soft label left out
+
+
+def test_checker_counts_only_good_labeled_steps_once_each(dataset_run):
+    root, run_id = dataset_run
+    with Catalog(root, save=False) as cat:
+        stats = dataset_stats(load_run(cat, run_id))
+    # "8 - 1 = 6" is wrong too but labeled bad; "4 + 4 = 8" has two good labels and counts once
+    assert (stats.good_steps, stats.flagged) == (3, [("5 * 2 = 11.", ["5 * 2 = 11 (is 10)"])])
+    assert (stats.prm_rows, stats.prm_negative) == (3, 1)

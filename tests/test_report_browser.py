@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.report import write_report
+from pipelines.report import DATASET_PANELS, SECTIONS, write_report
 from tests.browser.cdp import Chromium, find_chromium
 from tests.report_fixtures import add_big_tree, make_run
 
@@ -53,7 +53,7 @@ def test_page_loads_plots_render_and_a_click_shows_the_tree(browser, report, tmp
     page = browser.new_page()
     browser.navigate(page, report[0])
     sizes = browser.evaluate(page, "[...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-    assert len(sizes) == 7 and all(ok and w > 0 and h > 0 for ok, w, h in sizes), sizes
+    assert len(sizes) == len(SECTIONS) + len(DATASET_PANELS) and all(ok and w > 0 and h > 0 for ok, w, h in sizes), sizes
     assert _count(browser, page, "#tree-panel .node") == 0
 
     browser.click(page, ".problem")
