@@ -100,6 +100,25 @@ def fail_run(root: Path | str, run_id: str, error: str, stats: Mapping | None = 
     return finish_run(root, run_id, {**(stats or {}), "error": error}, failed=True)
 
 
+class UnknownRunError(LookupError):
+    """No run of that id under the data root (a typo, or the wrong ``--root``)."""
+
+
+def require_run(root: Path | str, run_id: str) -> RunRecord:
+    """The run's record; ``UnknownRunError`` (one line) if ``run_id`` was never started under ``root``.
+
+    Commands that read a run (export, mine, report, eval, validate) call this first, so a mistyped id writes
+    nothing instead of creating a phantom run.
+    """
+    try:
+        record = read_run(root, run_id)
+    except ValueError as err:  # not a name any run can have
+        raise UnknownRunError(str(err)) from None
+    if record is None:
+        raise UnknownRunError(f"no run {run_id!r} under {Path(root)}")
+    return record
+
+
 def read_run(root: Path | str, run_id: str) -> RunRecord | None:
     path = RunPaths(Path(root), run_id).run_file
     if not path.exists():

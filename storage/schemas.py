@@ -133,10 +133,11 @@ PRM_DATASET = pa.schema([
     ("source_id", pa.string()),  # the solution id the steps came from
     ("prompt", pa.string()),  # the question text (trainers apply their own template)
     ("completions", pa.list_(pa.string())),  # one entry per step, delimiter stripped
-    ("labels", pa.list_(pa.bool_())),  # hard labels (Math-Shepherd HE)
-    ("soft_labels", pa.list_(pa.float64())),  # MC values (SE)
-    ("first_error", pa.int32()),  # index of the first bad step, -1 if none
+    ("labels", pa.list_(pa.bool_())),  # hard labels; null = a masked step (context, not supervision)
+    ("soft_labels", pa.list_(pa.float64())),  # MC values; null = masked, or no rollouts of its own
+    ("first_error", pa.int32()),  # index of the first bad step (its label is the last non-null), -1 if none
     ("truncated", pa.bool_()),  # steps after the first error were dropped
+    ("masked", pa.int32()),  # steps after the first error kept with null labels
 ])
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -149,7 +150,11 @@ SFT_DATASET = pa.schema([
     ("kind", pa.string()),  # the trace kind it came from
     ("prompt", pa.string()),
     ("completion", pa.string()),
-    ("messages", pa.list_(MESSAGE)),  # [{"role": "user"}, {"role": "assistant"}]
+    ("messages", pa.list_(MESSAGE)),  # [{"role": "system"}?, {"role": "user"}, {"role": "assistant"}]
+    ("prompt_messages", pa.list_(MESSAGE)),  # conversational prompt-completion: [system?, user]
+    ("completion_messages", pa.list_(MESSAGE)),  # [assistant]
+    ("wrong_char_starts", pa.list_(pa.int32())),  # character span of each wrong step in ``completion``
+    ("wrong_char_ends", pa.list_(pa.int32())),
 ])
 
 FILTERED = pa.schema([
@@ -157,7 +162,7 @@ FILTERED = pa.schema([
     ("table_name", pa.string()),  # the table the row was dropped from
     ("row_id", pa.string()),
     ("problem_id", pa.string()),
-    ("filter", pa.string()),  # exact_dup | near_dup | contamination | per_problem_cap
+    ("filter", pa.string()),  # exact_dup | near_dup | contamination | per_problem_cap | undetermined ...
     ("reason", pa.string()),  # human-readable detail (duplicate of which row, which eval set, ...)
     ("kept_id", pa.string()),  # the row it duplicates, where there is one
     ("row_json", pa.string()),  # the dropped row, so nothing is lost silently

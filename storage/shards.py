@@ -8,6 +8,8 @@ exactly-once and why readers never see partial output:
 - a shard already in the manifest is skipped, so a resumed run re-submitting finished work writes nothing;
 - a crash before the manifest update leaves the shard uncommitted; committing it again renames onto the same
   deterministic file names, so the stray files are overwritten, never duplicated;
+- a *derived* shard (traces, datasets: rebuilt from the run's stored rows) is ``replace``d instead: building
+  it again swaps its files and manifest entry, so a rebuild never adds a second copy of anything;
 - readers (``Catalog``, ``committed_files``) list files from the manifest, never by globbing, so stray files
   are invisible to them; a new ``ShardWriter`` also deletes them (under the run lock) so that external
   tools globbing ``runs/*/<table>/*.parquet`` see only committed data once a run is resumed or finished.
@@ -23,6 +25,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from storage.layout import RunPaths, check_name, locked, replace_synced, write_parquet_synced
 from storage.manifest import Manifest, committed_shards
@@ -79,6 +82,37 @@ class ShardWriter:
             manifest.add(shard_name, {name: conformed[name].num_rows for name in staged}, self.paths)
             manifest.save(self.paths)
         return True
+
+    def replace(self, shard_name: str, tables: dict[str, Rows]) -> bool:
+        """Commit ``tables`` as shard ``shard_name``, replacing it if it exists; ``False`` if nothing changed.
+
+        For derived shards (traces, datasets) that are a function of the run's stored rows: building one again
+        replaces it, so it is never held twice. Each table file is renamed over the old one (readers see the
+        old file or the new one), tables the new version lacks are removed, and the manifest entry is rewritten
+        under the lock. A rebuild with identical rows touches nothing, so its files stay byte-identical.
+        """
+        check_name("shard name", shard_name)
+        conformed = {name: conform(name, rows, self.run_id) for name, rows in tables.items()}
+        with locked(self.paths.lock):
+            manifest = Manifest.load(self.paths)
+            if shard_name in manifest.shards and self._same(manifest.shards[shard_name], conformed):
+                return False
+            staged = {name: self._stage(name, shard_name, t) for name, t in conformed.items() if t.num_rows}
+            for name in TABLES.keys() - staged.keys():
+                self.paths.shard_file(name, shard_name).unlink(missing_ok=True)
+            for name, path in staged.items():
+                replace_synced(path, self.paths.shard_file(name, shard_name))
+            manifest.add(shard_name, {name: conformed[name].num_rows for name in staged}, self.paths)
+            manifest.save(self.paths)
+        return True
+
+    def _same(self, entry: dict, tables: dict[str, pa.Table]) -> bool:
+        """Whether a committed shard holds exactly ``tables`` (empty tables have no file)."""
+        present = {name for name, t in tables.items() if t.num_rows}
+        if set(entry["files"]) != present:
+            return False
+        return all(pq.read_table(self.paths.run_dir / entry["files"][name]["path"]).equals(tables[name])
+                   for name in present)
 
     def write_rows(self, table: str, shard_name: str, rows: Rows) -> bool:
         """Commit a shard holding one table only (e.g. a file of rejects); see ``commit``."""
