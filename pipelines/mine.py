@@ -1,8 +1,9 @@
 """``tracemill mine``: stored trees and labels -> filtered ``traces`` (+ ``filtered`` rows with reasons).
 
 Load: ``nodes``, ``solutions``, ``step_labels`` of one run through the catalog. Build: ``search.traces``.
-Filter: ``pipelines.filters`` (shortest first, so the shortest of a duplicate group survives). Save: one shard
-of the same run, named after the mining settings, so re-mining with the same settings is a no-op.
+Filter: ``pipelines.filters`` (shortest first, so the shortest of a duplicate group survives). Save: the run's
+one ``traces-<kind>`` shard, *replaced*: mining a kind again (with the same or other settings) swaps that kind's
+traces and their ``filtered`` rows, so the ``traces`` table never holds a trace twice.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from cluster.engine import request_key
 from pipelines.filters import FilterConfig, apply_filters, load_eval_texts
 from search.reflection import StepLabel
-from search.traces import Labels, MineConfig, Solution, mine, shortest_correct
+from search.traces import MINERS, Labels, MineConfig, Solution, mine, shortest_correct
 from search.tree import Node, Tree
 from storage.catalog import Catalog
 from storage.layout import DEFAULT_ROOT
+from storage.runs import require_run
 from storage.schemas import TRACES
 from storage.shards import ShardWriter
 
@@ -76,6 +77,9 @@ def mine_run(root: Path = DEFAULT_ROOT, run_id: str = "", kind: str = "shortest"
 
     ``eval_sets``: files or folders of eval questions (JSONL/JSON) to decontaminate against (13-gram).
     """
+    require_run(root, run_id)
+    if kind not in MINERS:
+        raise ValueError(f"unknown trace kind {kind!r}; known: {sorted(MINERS)}")
     cfg = MineConfig(mode=mode, seed=seed, max_traces_per_problem=max_traces_per_problem,
                      max_wrong_per_node=max_wrong_per_node, max_wrong_per_trace=max_wrong_per_trace)
     with Catalog(root) as cat:
@@ -92,8 +96,6 @@ def mine_run(root: Path = DEFAULT_ROOT, run_id: str = "", kind: str = "shortest"
         ("exact_dup", "near_dup", "per_problem_cap")
     result = apply_filters(table, FilterConfig(steps=steps, eval_texts=eval_texts, per_problem_cap=per_problem_cap,
                                                threshold=near_dup_threshold), "traces", run_id)
-    shard = "mine-" + request_key(kind, mode, seed, strategy, max_traces_per_problem, max_wrong_per_node,
-                                  max_wrong_per_trace, per_problem_cap, near_dup_threshold, *map(str, eval_sets))
     with ShardWriter(root, run_id) as writer:
-        writer.commit(shard, {"traces": result.kept, "filtered": result.filtered})
+        writer.replace(f"traces-{kind}", {"traces": result.kept, "filtered": result.filtered})
     return {"mined": table.num_rows, "kept": result.kept.num_rows, "filtered": result.filtered.num_rows}

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
-from pipelines.export import export_tables
 from pipelines.formats import (
     PrmConfig,
     SftConfig,
@@ -19,7 +17,7 @@ from pipelines.formats import (
 )
 from search.traces import MineConfig, mine, solutions_from_tree
 from storage.schemas import TRACES
-from tests.traces_fixtures import S1, S2, S3, W2, bad, marble_tree, terminal
+from tests.traces_fixtures import S1, S2, S3, W1, W2, W2B, bad, marble_tree, terminal
 
 QUESTION = "Tom has 3 bags of 16 marbles and gives away a third. How many does he keep?"
 
@@ -32,38 +30,77 @@ def _wrong_solution_tree():
     return tree, labels
 
 
-def _prm(cfg: PrmConfig) -> pa.Table:
+def _prm(cfg: PrmConfig, labels_edit=None) -> pa.Table:
     tree, labels = _wrong_solution_tree()
+    if labels_edit:
+        labels_edit(tree, labels)
     sols = sorted(solutions_from_tree(tree), key=lambda s: s.n_tokens)
-    return prm_table(sols, labels, {tree.problem_id: QUESTION}, cfg, "r1")
+    return prm_table(sols, labels, {tree.problem_id: QUESTION}, cfg, "r1").rows
 
 
-def test_prm_rows_have_one_label_per_step_and_first_error():
+WRONG = (S1.strip(), W2.strip())
+
+
+def test_prm_rows_cut_after_the_first_error_by_default():
     rows = {tuple(r["completions"]): r for r in _prm(PrmConfig()).to_pylist()}
-    wrong = rows[(S1.strip(), W2.strip(), "So he keeps 48 - 14 = 34. The answer is 34.")]
-    assert wrong["labels"] == [True, False, False] and wrong["first_error"] == 1 and not wrong["truncated"]
-    assert wrong["soft_labels"] == [0.75, 0.0, 0.0]
+    wrong = rows[WRONG]
+    assert wrong["labels"] == [True, False] and wrong["first_error"] == 1 and wrong["truncated"]
+    assert wrong["soft_labels"] == [0.75, 0.0] and wrong["masked"] == 0
     right = rows[(S1.strip(), S2.strip(), S3.strip())]
-    assert right["labels"] == [True] * 3 and right["first_error"] == -1
+    assert right["labels"] == [True] * 3 and right["first_error"] == -1 and not right["truncated"]
 
 
-def test_prm_truncation_keeps_steps_up_to_the_first_error():
-    rows = _prm(PrmConfig(truncate_after_error=True)).to_pylist()
+def test_prm_mask_keeps_later_steps_as_unlabeled_context():
+    rows = _prm(PrmConfig(after_error="mask")).to_pylist()
     wrong = next(r for r in rows if r["first_error"] == 1)
-    assert wrong["completions"] == [S1.strip(), W2.strip()] and wrong["labels"] == [True, False]
-    assert wrong["truncated"]
+    assert wrong["completions"] == [*WRONG, "So he keeps 48 - 14 = 34. The answer is 34."]
+    assert wrong["labels"] == [True, False, None] and wrong["soft_labels"] == [0.75, 0.0, None]
+    assert wrong["masked"] == 1 and not wrong["truncated"]
+
+
+def test_a_solution_whose_later_steps_are_unlabeled_keeps_its_negative():
+    """Binary search labels a wrong solution only up to the error it found: that row is a negative, not lost."""
+    def unlabel_after_error(tree, labels):
+        for node in tree.nodes.values():
+            if node.text.startswith("So he keeps 48 - 14"):
+                del labels[node.node_id]
+
+    rows = _prm(PrmConfig(), unlabel_after_error).to_pylist()
+    assert [r["labels"] for r in rows if r["first_error"] >= 0] == [[True, False]]
+
+
+def test_a_solution_with_an_unlabeled_step_before_any_error_is_filtered_with_its_reason():
+    tree, labels = _wrong_solution_tree()
+    s1 = tree.nodes[tree.root.children[0]]
+    del labels[s1.node_id]
+    sols = solutions_from_tree(tree)
+    through_s1 = {s.solution_id for s in sols if s.node_ids[0] == s1.node_id}
+    out = prm_table(sols, labels, {tree.problem_id: QUESTION}, PrmConfig(), "r1")
+    assert len(through_s1) == 2 and out.rows.num_rows == len(sols) - 2
+    assert set(out.filtered.column("row_id").to_pylist()) == through_s1
+    assert all("undetermined" in r for r in out.filtered.column("reason").to_pylist())
+
+
+def test_duplicate_samples_give_one_prm_row_and_a_filtered_duplicate():
+    tree, labels = _wrong_solution_tree()
+    sols = solutions_from_tree(tree)
+    out = prm_table(sols + sols[:1], labels, {tree.problem_id: QUESTION}, PrmConfig(), "r1")
+    ids = out.rows.column("example_id").to_pylist()
+    assert len(ids) == len(set(ids)) == len(sols)
+    assert out.filtered.column("filter").to_pylist() == ["exact_dup"]
 
 
 def test_trl_prm_hard_and_soft_and_math_shepherd_tags():
-    table = _prm(PrmConfig())
+    table = _prm(PrmConfig(after_error="mask"))
     hard = to_trl_prm(table, "hard")
     soft = to_trl_prm(table, "soft")
-    assert set(hard[0]) == {"prompt", "completions", "labels"}
-    assert all(isinstance(x, bool) for r in hard for x in r["labels"])
-    assert all(isinstance(x, float) for r in soft for x in r["labels"])
+    assert {"prompt", "completions", "labels", "soft_labels", "problem_id"} <= set(hard[0])
+    assert all(isinstance(x, bool) for r in hard for x in r["labels"] if x is not None)
+    assert all(isinstance(x, float) for r in soft for x in r["labels"] if x is not None)
     tagged = to_math_shepherd(table.filter(pc.equal(table["first_error"], 1)))[0]
-    assert tagged["input"].count(" ки") == 3
-    assert tagged["label"].endswith(" -") and " +\n" in tagged["label"] and "ки" not in tagged["label"]
+    assert tagged["input"].count(" ки") == 2  # the masked third step carries no tag
+    assert "48 marbles. +\n" in tagged["label"] and "= 14. -\n" in tagged["label"]
+    assert tagged["label"].endswith("The answer is 34.") and "ки" not in tagged["label"]
     assert tagged["input"].replace(" ки", " +", 1).replace(" ки", " -") == tagged["label"]
 
 
@@ -81,9 +118,26 @@ def test_sft_rows_carry_messages_and_prompt_completion():
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
     assert row["messages"][1]["content"] == row["prompt"] and QUESTION in row["prompt"]
     assert row["messages"][2]["content"] == row["completion"] and not row["completion"].endswith("\n")
-    assert to_trl_sft(table, "prompt-completion")[0] == {"prompt": row["prompt"], "completion": row["completion"]}
+    assert to_trl_sft(table, "prompt-completion")[0]["completion"] == row["completion"]
+    conv = to_trl_sft(table, "conversational")[0]
+    assert [m["role"] for m in conv["prompt"]] == ["system", "user"]
+    assert conv["completion"] == [{"role": "assistant", "content": row["completion"]}]
     with pytest.raises(ValueError):
         SftConfig(user_template="no slot")
+
+
+def test_recovery_style_moves_the_wrong_step_out_of_the_loss():
+    table = sft_table(_traces(), {"p-marbles": QUESTION}, SftConfig(), "r1")
+    back = next(r for r in table.to_pylist() if r["kind"] == "backtrack")
+    start, end = back["wrong_char_starts"][0], back["wrong_char_ends"][0]
+    wrong_text = back["completion"][start:end]
+    assert wrong_text in (W1, W2, W2B)
+    row = next(r for r in to_trl_sft(table, "recovery") if r["kind"] == "backtrack")
+    assert row["prompt"][-1]["role"] == "assistant" and row["prompt"][-1]["content"].endswith(wrong_text)
+    assert wrong_text not in row["completion"][0]["content"]
+    assert row["prompt"][-1]["content"] + row["completion"][0]["content"] == back["completion"]
+    plain = next(r for r in to_trl_sft(table, "recovery") if r["kind"] == "shortest")
+    assert plain["prompt"][-1]["role"] == "user"  # nothing to mask: same as conversational
 
 
 def test_sft_messages_render_through_a_chat_template():
@@ -97,25 +151,3 @@ def test_sft_messages_render_through_a_chat_template():
         assert row["messages"][1]["content"] in text
         ids = tok.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
         assert tok.decode(ids) == text
-
-
-def test_exported_files_load_with_datasets(tmp_path):
-    from datasets import load_dataset
-
-    prm = _prm(PrmConfig())
-    sft = sft_table(_traces(), {"p-marbles": QUESTION}, SftConfig(), "r1")
-    tables = {"prm_dataset": prm, "sft_dataset": sft, "traces": _traces()}
-    [prm_file, ms_file] = export_tables("trl-prm", tmp_path, tables, label_kind="soft", math_shepherd=True)
-    [sft_file] = export_tables("trl-sft", tmp_path, tables)
-    jsonl = export_tables("jsonl", tmp_path / "j", {"traces": tables["traces"]})
-    ds = load_dataset("parquet", data_files=str(prm_file), split="train")
-    assert ds.column_names == ["prompt", "completions", "labels"] and len(ds) == prm.num_rows
-    assert isinstance(ds[0]["labels"][0], float)
-    sft_ds = load_dataset("parquet", data_files=str(sft_file), split="train")
-    assert sft_ds[0]["messages"][0]["role"] == "user"
-    assert len(load_dataset("json", data_files=str(ms_file), split="train")) == prm.num_rows
-    tr = load_dataset("json", data_files=str(jsonl[0]), split="train")
-    assert sorted(tr["kind"]) == ["backtrack", "shortest"]
-    stored = tmp_path / "traces.parquet"
-    pq.write_table(tables["traces"], stored)
-    assert load_dataset("parquet", data_files=str(stored), split="train")[0]["segments"]
