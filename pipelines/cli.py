@@ -71,6 +71,8 @@ def run(config: ConfigOpt = None, set_: SetOpt = None,
     except ConfigError as err:
         fail(str(err))
     print_summary(console, summary)
+    if summary.validation is not None and not summary.validation.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -126,6 +128,7 @@ def _mine(kind: str, run_id: str, root: Path, mode: str, strategy: str | None, p
           eval_sets: list[Path] | None) -> None:
     from pipelines.mine import mine_run
 
+    _require_run(root, run_id)
     for path in eval_sets or []:
         if not path.exists():
             fail(f"--decontaminate: file not found: {path}")
@@ -166,26 +169,57 @@ def mine_backtrack(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
 
 @app.command("export")
 def export_cmd(run_id: RunArg,
-               fmt: Annotated[str, typer.Option("--format", help="trl-prm | trl-sft | jsonl")] = "trl-prm",
+               fmt: Annotated[str, typer.Option("--format", help="hf (prm + sft + grpo) | trl-prm | trl-sft | grpo | jsonl")] = "hf",
                out: Annotated[Path, typer.Option("--out", help="output folder")] = Path("export"),
                root: RootOpt = DEFAULT_ROOT,
                labels: Annotated[str, typer.Option(help="hard | soft PRM labels")] = "hard",
-               math_shepherd: Annotated[bool, typer.Option(help="PRM in the Math-Shepherd tagged format")] = False,
-               style: Annotated[str, typer.Option(help="SFT: messages | prompt-completion")] = "messages") -> None:
-    """Write datasets in formats trainers read unchanged (TRL PRMTrainer/SFTTrainer, JSONL).
+               math_shepherd: Annotated[bool, typer.Option(help="also the Math-Shepherd tagged PRM dataset")] = False,
+               style: Annotated[str, typer.Option(help="SFT: conversational | recovery | messages | prompt-completion")] = "conversational",
+               test_fraction: Annotated[float, typer.Option(help="share of problems held out as the test split")] = 0.0,
+               seed: Annotated[int, typer.Option(help="seed of the train/test split")] = 0,
+               after_error: Annotated[str | None, typer.Option(help="PRM steps after the first error: cut | mask (default: the run's)")] = None) -> None:
+    """Write datasets trainers load unchanged, with a dataset card: load_dataset(OUT, "prm" | "sft" | "grpo").
 
-    Example: tracemill export RUN_ID --format trl-sft --out data/sft
+    Example: tracemill export RUN_ID --out data/run1 --test-fraction 0.1
     """
-    from pipelines.export import build_datasets, export
+    from pipelines.export import ExportOptions, export
+    from pipelines.formats import SFT_STYLES
 
+    if labels not in ("hard", "soft"):
+        fail(f"--labels must be hard or soft (got {labels!r})")
+    if style not in SFT_STYLES:
+        fail(f"--style must be one of {', '.join(SFT_STYLES)} (got {style!r})")
+    if after_error not in (None, "cut", "mask"):
+        fail(f"--after-error must be cut or mask (got {after_error!r})")
     try:
-        build_datasets(root=root, run_id=run_id)
-        paths = export(fmt, out, root=root, run_id=run_id, label_kind=labels, sft_style=style,
-                       math_shepherd=math_shepherd)
-    except (ValueError, KeyError) as err:
+        opts = ExportOptions(label_kind=labels, sft_style=style, math_shepherd=math_shepherd,
+                             test_fraction=test_fraction, seed=seed, after_error=after_error)
+        _require_run(root, run_id)
+        paths = export(fmt, out, root=root, run_id=run_id, options=opts)
+    except ValueError as err:
         fail(str(err))
     for path in paths:
         console.print(str(path))
+
+
+@app.command()
+def validate(run_id: RunArg, root: RootOpt = DEFAULT_ROOT) -> None:
+    """Check the invariants a user trains on; exit 1 naming each violation.
+
+    Each problem once; solution paths exist; no label contradicts its own rollouts (unless its label_source
+    says it was overridden); every labeled first error has a PRM negative (or a filtered row); no duplicate
+    ids; every SFT trace reaches the gold answer.
+
+    Example: tracemill validate sim-20261121-101500-ab12cd
+    """
+    from pipelines.summary import print_validation
+    from pipelines.validate import validate_run
+
+    _require_run(root, run_id)
+    result = validate_run(root, run_id)
+    print_validation(console, result)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -223,6 +257,7 @@ def eval_labels(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
     """
     from pipelines.evaluate import label_quality
 
+    _require_run(root, run_id)
     try:
         result = label_quality(root, run_id)
     except ValueError as err:
@@ -257,6 +292,7 @@ def eval_processbench_cmd(
         fail(f"--data-dir: not a folder: {data}")
     try:
         if run is not None:
+            _require_run(root, run)
             predictions = predictions_from_run(root, run, out / "mc_predictions.jsonl")
         eval_processbench(verifier, out, EvalOptions(data_dir=data, predictions=predictions, policy=policy,
                                                      limit=limit), console)
@@ -339,6 +375,7 @@ def report(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
     """
     from pipelines.report import write_report
 
+    _require_run(root, run_id)
     try:
         console.print(f"report: {write_report(root, run_id, out)}")
     except FileNotFoundError as err:
@@ -400,6 +437,16 @@ def logs(run_id: RunArg, address: AddressOpt = "http://127.0.0.1:8265",
             sys.stdout.flush()
     except KeyError as err:
         fail(f"no job {run_id!r} at {address}: {err}")
+
+
+def _require_run(root: Path, run_id: str) -> None:
+    """Exit 2 with one line, before anything is written, when ``run_id`` is not a run under ``root``."""
+    from storage.runs import UnknownRunError, require_run
+
+    try:
+        require_run(root, run_id)
+    except UnknownRunError as err:
+        fail(str(err))
 
 
 def print_arrow(table, fmt: str, limit: int) -> None:  # noqa: ANN001 - a pyarrow Table

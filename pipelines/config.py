@@ -72,6 +72,7 @@ class MiningConfig(_Section):
     kinds: list[Literal["shortest", "backtrack", "journey"]] = ["shortest", "backtrack"]  # mined after labeling
     mode: Literal["verified", "answer-only"] = "verified"  # shortest: every step labeled good, or answer only
     datasets: bool = True  # also build prm_dataset and sft_dataset
+    prm_after_error: Literal["cut", "mask"] = "cut"  # PRM rows: steps after the first error cut, or kept unlabeled
 
 
 class StorageConfig(_Section):

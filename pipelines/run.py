@@ -34,6 +34,7 @@ from cluster import arith
 from cluster.actors import ActorSpec
 from cluster.pool import EnginePool, PoolConfig, run_programs_async
 from pipelines.config import ConfigError, RunConfig
+from pipelines.validate import Validation, validate_run
 from search.given import given_solutions, has_given_solution
 from search.labeling import STRATEGIES, make_config, rows
 from search.loaders import LoadError, attach_gold, load_arith, load_problems
@@ -89,6 +90,7 @@ class RunSummary:
     report: str = ""  # path of the HTML report
     search_wall_s: float = 0.0  # wall time of the search phase (engines running)
     engine_busy_s: float = 0.0  # summed over engine actors: time inside engine.generate
+    validation: Validation | None = None  # the dataset invariants, checked once the run is mined
 
     @property
     def orchestration_overhead(self) -> float:
@@ -106,7 +108,9 @@ class RunSummary:
         return self.meter.completion_tokens / self.wall_s if self.wall_s else 0.0
 
     def stats(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("meter", "run_id", "root", "report")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("meter", "run_id", "root", "report", "validation")}
+        if self.validation is not None:
+            out["validation"] = {c.name: c.violations for c in self.validation.checks}
         out.update({f"engine_{k}": v for k, v in asdict(self.meter).items()})
         out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s,
                    orchestration_overhead=self.orchestration_overhead)
@@ -236,6 +240,7 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
         fail_run(root, run_id, f"{type(err).__name__}: {err}", summary.stats())
         raise
     summary.mined = mine_outputs(cfg, root, run_id)
+    summary.validation = validate_run(root, run_id)
     summary.wall_s = time.perf_counter() - start
     finish_run(root, run_id, summary.stats())
     with Catalog(root):  # refresh the catalog file so `duckdb tracemill_data/catalog.duckdb` sees this run
@@ -257,7 +262,7 @@ def mine_outputs(cfg: RunConfig, root: Path, run_id: str) -> dict[str, int]:
         out = mine_run(root=root, run_id=run_id, kind=kind, mode=cfg.mining.mode, seed=cfg.sampling.seed)
         counts[f"traces_{kind}"] = out["kept"]
     if cfg.mining.datasets:
-        counts.update(build_datasets(root=root, run_id=run_id, trace_kinds=tuple(cfg.mining.kinds)))
+        counts.update(build_datasets(root=root, run_id=run_id))  # the run's own options (BuildOptions.from_run)
     return counts
 
 

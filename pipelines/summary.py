@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.run import RunSummary
+from pipelines.validate import Validation
 from storage.layout import DEFAULT_ROOT
 
 EXAMPLE_QUERIES = (
@@ -50,8 +51,17 @@ def print_summary(console: Console, s: RunSummary) -> None:
     console.print(t)
     if s.report:
         console.print(f"report: {s.report}", highlight=False, soft_wrap=True)
+    if s.validation is not None:
+        print_validation(console, s.validation)
     console.print("Try:")
     root = "" if Path(s.root) == DEFAULT_ROOT.resolve() else f" --root {s.root}"
     for title, query in EXAMPLE_QUERIES:
         console.print(f"  # {title}", style="dim")
         console.print(f"  tracemill sql{root} --run {s.run_id} \"{query}\"", highlight=False, soft_wrap=True)
+
+
+def print_validation(console: Console, v: Validation) -> None:
+    """The one summary line, then one line per failed check with an example."""
+    console.print(v.summary(), style="green" if v.ok else "bold red", highlight=False, soft_wrap=True)
+    for c in v.failed:
+        console.print(f"  {c.name}: {c.violations} violation(s), e.g. {c.example}", highlight=False, soft_wrap=True)
