@@ -1,9 +1,12 @@
 """Label quality vs labeling cost of every strategy, on simulated solutions whose first errors are known.
 
 Samples solutions to arith problems of 1-11 operations (2-12 steps with the answer step) from the sim
-engine, labels them with each strategy at several budgets, and scores predictions against
-``cluster.arith.first_error``. Prints a table and the rollout ratio of adaptive+binary to linear k=8, and
-writes F1 vs rollouts/solution to ``benchmarks/out/label_quality.png``.
+engine, labels them with each strategy and decision rule at several budgets, and scores predictions against
+``cluster.arith.first_error``. One invocation runs every recovery rate of ``--recovery-rates`` (default: the
+sim's 5% and 20%), each without and with the arithmetic-claim checker, and prints per row the F1, its
+difference to linear k=4 (Math-Shepherd's best setting here) and the rollout ratio to it; ``goal`` marks
+rows with F1 >= linear k=4's + 0.15 at <= 25% of its rollouts. Writes F1 vs rollouts/solution (no checker,
+one panel per recovery rate) to ``benchmarks/results/label_quality.png``.
 
     PYTHONPATH=. python benchmarks/label_quality.py --problems 500
 """
@@ -29,18 +32,28 @@ from search.problems import Problem  # noqa: E402
 from search.program import Program, run_programs  # noqa: E402
 from search.sampling import SampledSolutions, SamplingConfig, build_prompt, sample_solutions  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "out" / "label_quality.png"
+OUT = Path(__file__).resolve().parent / "results" / "label_quality.png"
 MIX = {n_ops: 1.0 for n_ops in range(1, 12)}  # 1-11 operations: 2-12 steps with the answer step
 ROLLOUT = {"max_new_tokens": 400, "temperature": 0.8}  # the sim writes ~15 words per step
-BASELINE = "linear k=8"
+BASELINE = "linear k=4"  # Math-Shepherd's best k on this benchmark
+GOAL_F1, GOAL_RATIO = 0.15, 0.25  # the goal: F1 at least this much above the baseline, at most this share of its rollouts
+RECOVERY_RATES = (0.05, 0.2)  # the sim's default recovery rate, and a harder one (more lucky successes)
+CHECKERS = ("none", "arith")
+DROP = {"rule": "drop", "drop": 0.5}  # soft rule of the rows below
 
-# (row name, strategy, options); adaptive+binary rows are the ones the goal ratio is taken from
+# (row name, strategy, options); the checker option is added per table
 RUNS: list[tuple[str, str, dict]] = [
     *[(f"linear k={k}", "linear", {"k": k}) for k in (1, 2, 4, 8)],
-    *[(f"binary k={k}", "binary", {"k": k}) for k in (2, 4, 8)],
-    *[(f"adaptive+binary b={b} cap={c}", "adaptive", {"search": "binary", "batch": b, "max_per_step": c})
-      for b, c in ((1, 4), (1, 8), (2, 8), (1, 16))],
-    ("adaptive+linear b=1 cap=8", "adaptive", {"search": "linear", "batch": 1, "max_per_step": 8}),
+    ("linear k=8 threshold=0.15", "linear", {"k": 8, "rule": "threshold", "threshold": 0.15}),
+    ("linear k=8 drop=0.5", "linear", {"k": 8, **DROP}),
+    *[(f"binary k={k}", "binary", {"k": k}) for k in (2, 4)],
+    ("binary k=4 drop=0.5", "binary", {"k": 4, **DROP}),
+    ("binary k=4 override", "binary", {"k": 4, "override_failed": True}),
+    *[(f"adaptive+binary cap={c}", "adaptive", {"search": "binary", "max_per_step": c}) for c in (4, 8)],
+    ("adaptive+binary cap=8 override", "adaptive", {"search": "binary", "max_per_step": 8, "override_failed": True}),
+    ("adaptive+binary cap=8 drop=0.5", "adaptive", {"search": "binary", "max_per_step": 8, **DROP}),
+    ("adaptive+linear cap=8", "adaptive", {"search": "linear", "max_per_step": 8}),
+    ("adaptive+linear cap=8 drop=0.5", "adaptive", {"search": "linear", "max_per_step": 8, **DROP}),
     *[(f"mcts k={k} budget={n}", "mcts", {"k": k, "rollout_budget": n, "search_limit": n})
       for k, n in ((4, 40), (8, 120))],
 ]
@@ -86,51 +99,64 @@ def run_one(problems: list[Problem], engine: SimEngine, sampling: SamplingConfig
     return evaluate(predicted, true, steps, rollouts, tokens)
 
 
+def run_table(problems: list[Problem], sampling: SamplingConfig, error_rate: float, recovery_rate: float,
+              checker: str) -> dict[str, LabelQuality]:
+    """Every row of ``RUNS`` with the given checker on one sim configuration; prints the table."""
+    engine = SimEngine(SimConfig(arith_error_rate=error_rate, logic_error_rate=error_rate,
+                                 recovery_rate=recovery_rate))
+    print(f"\n## recovery rate {recovery_rate}, checker {checker}")
+    print(f"{'strategy':32} {'F1':>6} {'dF1':>6} {'roll%':>6} {'acc_err':>7} {'acc_ok':>6} {'cover':>6} "
+          f"{'step_acc':>8} {'roll/sol':>8} {'tok/sol':>8} {'s':>5} goal")
+    results: dict[str, LabelQuality] = {}
+    for name, strategy, options in RUNS:
+        start = time.perf_counter()
+        q = results[name] = run_one(problems, engine, sampling, strategy, {**options, "checker": checker})
+        base = results[BASELINE] if BASELINE in results else q
+        diff, ratio = q.f1 - base.f1, q.rollouts_per_solution / base.rollouts_per_solution
+        goal = "yes" if diff >= GOAL_F1 and ratio <= GOAL_RATIO else ""
+        print(f"{name:32} {q.f1:6.3f} {diff:+6.3f} {ratio:6.1%} {q.acc_erroneous:7.3f} {q.acc_error_free:6.3f} "
+              f"{q.coverage:6.3f} {q.step_accuracy:8.3f} {q.rollouts_per_solution:8.2f} "
+              f"{q.tokens_per_solution:8.0f} {time.perf_counter() - start:5.1f} {goal}", flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=int, default=500)
     ap.add_argument("--solutions", type=int, default=4, help="per problem")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--error-rate", type=float, default=0.06, help="per step, arithmetic and logic each")
-    ap.add_argument("--recovery-rate", type=float, default=0.05,
+    ap.add_argument("--recovery-rates", type=float, nargs="+", default=list(RECOVERY_RATES),
                     help="per step once off track: a compensating slip lands back on the true value")
+    ap.add_argument("--checkers", nargs="+", default=list(CHECKERS), choices=CHECKERS)
     args = ap.parse_args()
     problems = load_arith(args.problems, args.seed, MIX)
-    engine = SimEngine(SimConfig(arith_error_rate=args.error_rate, logic_error_rate=args.error_rate,
-                                 recovery_rate=args.recovery_rate))
     sampling = SamplingConfig(n_solutions=args.solutions, max_new_tokens=400, seed=args.seed)
-    results: dict[str, LabelQuality] = {}
-    print(f"{'strategy':32} {'F1':>6} {'acc_err':>7} {'acc_ok':>6} {'cover':>6} {'step_acc':>8} "
-          f"{'roll/sol':>8} {'tok/sol':>8} {'s':>5}")
-    for name, strategy, options in RUNS:
-        start = time.perf_counter()
-        q = results[name] = run_one(problems, engine, sampling, strategy, options)
-        print(f"{name:32} {q.f1:6.3f} {q.acc_erroneous:7.3f} {q.acc_error_free:6.3f} {q.coverage:6.3f} "
-              f"{q.step_accuracy:8.3f} {q.rollouts_per_solution:8.2f} {q.tokens_per_solution:8.0f} "
-              f"{time.perf_counter() - start:5.1f}", flush=True)
-    any_q = next(iter(results.values()))
-    print(f"\n{any_q.n_solutions} solutions; error rate per step {args.error_rate} (x2 kinds)")
-    base = results[BASELINE]
-    for name, q in results.items():
-        if name.startswith("adaptive+binary"):
-            print(f"{name}: F1 {q.f1:.3f} vs {base.f1:.3f} ({BASELINE}) with "
-                  f"{q.rollouts_per_solution / base.rollouts_per_solution:.1%} of its rollouts")
-    plot(results)
+    print(f"{args.problems * args.solutions} solutions; error rate per step {args.error_rate} (x2 kinds); "
+          f"dF1 and roll% against {BASELINE}; goal: dF1 >= {GOAL_F1} at roll% <= {GOAL_RATIO:.0%}")
+    curves = {}
+    for recovery in args.recovery_rates:
+        for checker in args.checkers:
+            results = run_table(problems, sampling, args.error_rate, recovery, checker)
+            if checker == args.checkers[0]:
+                curves[recovery] = results
+    plot(curves, args.checkers[0])
 
 
-def plot(results: dict[str, LabelQuality]) -> None:
+def plot(curves: dict[float, dict[str, LabelQuality]], checker: str) -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for family in ("linear", "binary", "adaptive+binary", "adaptive+linear", "mcts"):
-        pts = [(q.rollouts_per_solution, q.f1, n) for n, q in results.items() if n.split(" ")[0] == family]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=family)
-        for x, y, n in pts:
-            ax.annotate(n.split(" ", 1)[1], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("rollouts per solution")
-    ax.set_ylabel("first-error F1")
-    ax.set_title("Label quality vs cost (sim engine, known first errors)")
-    ax.legend()
+    fig, axes = plt.subplots(1, len(curves), figsize=(7 * len(curves), 5), squeeze=False)
+    for ax, (recovery, results) in zip(axes[0], curves.items(), strict=True):
+        for family in ("linear", "binary", "adaptive+binary", "adaptive+linear", "mcts"):
+            pts = [(q.rollouts_per_solution, q.f1, n) for n, q in results.items() if n.split(" ")[0] == family]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=family)
+            for x, y, n in pts:
+                ax.annotate(n.split(" ", 1)[1], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("rollouts per solution")
+        ax.set_ylabel("first-error F1")
+        ax.set_title(f"sim, recovery rate {recovery}, checker {checker}")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT, dpi=120)
     print(f"wrote {OUT}")

@@ -63,3 +63,35 @@ class FakeEngine:
 
 def problem() -> Problem:
     return Problem.make("What is six times seven?", GOLD, "test")
+
+
+SOURCES = {"mc", "mc-threshold", "mc-drop", "outcome", "inferred", "override", "arith"}
+
+
+def assert_label_invariants(result, tree, paths) -> None:
+    """The checks ``tracemill validate`` makes on step_labels rows, plus first errors matching the labels."""
+    for lab in result.labels.values():
+        node = tree.nodes[lab.node_id]
+        assert lab.label_source in SOURCES
+        assert (lab.n, lab.n_correct) == (node.n, node.n_correct)
+        if lab.n >= 1 and lab.n_correct == 0:
+            assert not lab.hard or lab.label_source == "override"
+        if lab.label_source == "mc":
+            assert lab.hard == (lab.n_correct > 0)
+        if lab.label_source in ("mc", "mc-threshold", "mc-drop", "override"):
+            assert lab.n >= 1 and lab.soft == lab.value == lab.n_correct / lab.n
+        if lab.label_source == "inferred":
+            assert lab.n == 0 and lab.hard and lab.soft is None
+        if lab.label_source == "outcome":
+            assert node.terminal and lab.soft == lab.value == float(bool(node.outcome_correct))
+        if lab.soft is None:
+            assert lab.n == 0 and not node.terminal
+    for path, err in zip(paths, result.first_errors, strict=True):
+        hards = [result.labels[n.node_id].hard if n.node_id in result.labels else None for n in path]
+        if err is not None and err >= 0:
+            assert hards[err] is False and all(h is True for h in hards[:err])
+        if err == -1:
+            assert all(h is True for h in hards)
+        if err is None:
+            first_open = next(i for i, h in enumerate(hards) if h is not True)
+            assert hards[first_open] is None

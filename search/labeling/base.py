@@ -5,10 +5,11 @@ it (columns: node_id, strategy, n, n_correct, value, hard, soft, label_source):
 
 - ``mc``: the node's own rollouts under Math-Shepherd's hard rule: hard == (n_correct > 0).
 - ``mc-threshold`` / ``mc-drop``: the node's own rollouts under a soft rule (``rule``): good iff the MC
-  value is at least a threshold — a fixed ``threshold``, or ``(1 - drop)`` times the previous value on the
-  path (the nearest ancestor with rollouts; for the first steps, the root's value counting the sampled
-  solutions as root samples). Stricter than the hard rule: hard may be False with n_correct > 0, but a
-  step without a single correct rollout is never good.
+  value is at least a threshold — a fixed ``threshold``, or (drop) ``(1 - drop)`` times the previous value
+  on the path (the nearest ancestor with rollouts; for the first steps, the root's value counting the
+  sampled solutions as root samples), with ``threshold`` as its floor (0 for a pure relative drop).
+  Stricter than the hard rule: hard may be False with n_correct > 0, but a step without a single correct
+  rollout is never good.
 - ``outcome``: a terminal node labeled by its own answer (value 1.0 or 0.0, n == 0).
 - ``inferred``: a step without rollouts (n == 0), good because a later step on its path is good by its own
   rollouts, or (``trust_answer``) the path ends in a correct answer: either is a correct continuation of it.
@@ -39,7 +40,7 @@ class LabelRules:
     """Options shared by every strategy's config (each config extends this): what decides a label."""
 
     rule: str = "hard"  # "hard" (any success = good) | "threshold" | "drop" (see module docstring)
-    threshold: float = 0.15  # "threshold": value below it = bad; "drop": used where no previous value exists
+    threshold: float = 0.15  # "threshold": value below it = bad; "drop": the floor of its threshold
     drop: float = 0.5  # "drop": value < (1 - drop) * previous value = bad
     level: float = 0.9  # sequential soft test (adaptive): stop once the posterior is this sure
     trust_answer: bool = True  # a correct final answer makes every step before it good (inferred)
@@ -115,7 +116,7 @@ class Evidence:
         if rules.rule == "threshold":
             return rules.threshold
         previous = self._previous_value(node)
-        return rules.threshold if previous is None else (1 - rules.drop) * previous
+        return rules.threshold if previous is None else max(rules.threshold, (1 - rules.drop) * previous)
 
     def _previous_value(self, node: Node) -> float | None:
         parent_id = node.parent_id
