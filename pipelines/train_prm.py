@@ -1,8 +1,9 @@
 """``tracemill train-prm``: train a process reward model on a PRM export and save it.
 
 Input rows are stepwise examples ``{prompt, completions, labels[, soft_labels, problem_id, split]}`` read
-unchanged from the export: a ``prm.parquet`` file, the export folder holding it, a folder of Parquet shards
-(``prm_dataset``), a JSONL file or a JSON array. A None label marks a masked step (context, not trained on).
+unchanged from the export: the export folder (``DIR/prm/{train,test}.parquet``), its ``prm`` folder, a
+``prm.parquet`` file or a folder holding one, a folder of Parquet shards (``prm_dataset``), a JSONL file or a
+JSON array. A None label marks a masked step (context, not trained on).
 Held-out rows: the ``split`` column (``train``/``test``) when present, else ``eval_fraction`` of the problems
 (grouped by ``problem_id``, so no problem is on both sides). Settings come from a TOML recipe
 (``configs/prm_demo.toml``, ``configs/prm_gpu.toml``) whose flat keys are ``verifier.prm.PrmConfig`` and
@@ -28,15 +29,18 @@ import tomllib
 
 from verifier.prm import PrmConfig, ProcessRewardModel, TrainConfig, TrainReport, train
 
-REPORT_FILE, CHECKPOINT_DIR, EXPORT_FILE = "train_report.json", "checkpoints", "prm.parquet"
+REPORT_FILE, CHECKPOINT_DIR = "train_report.json", "checkpoints"
+EXPORT_DIR, EXPORT_FILE = "prm", "prm.parquet"  # `tracemill export` writes DIR/prm/; older exports prm.parquet
 TRAIN_SPLIT, EVAL_SPLIT = "train", "test"  # values of the export's `split` column
 
 
 def load_rows(path: Path, limit: int = 0) -> list[dict]:
-    """Rows of a Parquet file, an export folder (its ``prm.parquet``), a folder of Parquet shards, a JSONL
-    file or a JSON array file; the first ``limit`` (0 = all)."""
+    """Rows of a Parquet file, an export folder (its ``prm/`` split files, or its ``prm.parquet``), a folder
+    of Parquet shards, a JSONL file or a JSON array file; the first ``limit`` (0 = all)."""
     if path.is_dir():
-        shards = [path / EXPORT_FILE] if (path / EXPORT_FILE).is_file() else sorted(path.rglob("*.parquet"))
+        path = path / EXPORT_DIR if (path / EXPORT_DIR).is_dir() else path  # not the export's sft/ or grpo/
+        shards = [path / EXPORT_FILE] if (path / EXPORT_FILE).is_file() else \
+            sorted(path.rglob("*.parquet"), key=lambda f: (f.stem != TRAIN_SPLIT, str(f)))  # train first (limit)
         if not shards:
             raise ValueError(f"no Parquet files in {path}")
         rows = [r for shard in shards for r in pq.read_table(shard).to_pylist()]  # shards may differ in types

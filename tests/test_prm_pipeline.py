@@ -60,11 +60,14 @@ def test_recipes_parse_and_unknown_override_fails():
 @pytest.mark.parametrize("kind", ["hard", "soft"])
 def test_train_on_export_folder_then_score_every_step(tmp_path, one_thread, kind):
     body = build_tiny_model_dir(tmp_path / "tiny")
-    export = tmp_path / "export"
-    export.mkdir()
-    rows = export_rows(12)
-    pq.write_table(pa.Table.from_pylist(rows, schema=EXPORT_SCHEMA), export / "prm.parquet")
-    (export / "manifest.json").write_text("{}")  # other export files are not read
+    export, rows = tmp_path / "export", export_rows(12)
+    for name in ("prm", "sft"):
+        (export / name).mkdir(parents=True)
+    for split in ("train", "test"):  # as `tracemill export --test-fraction` writes them
+        part = [r for r in rows if r["split"] == split]
+        pq.write_table(pa.Table.from_pylist(part, schema=EXPORT_SCHEMA), export / "prm" / f"{split}.parquet")
+    pq.write_table(pa.table({"prompt": ["Q"], "completion": ["A"]}), export / "sft" / "train.parquet")
+    (export / "README.md").write_text("dataset card")  # other export files are not read
     overrides = {"backbone": str(body), "epochs": 2, "max_length": 64, "label_kind": kind}
     report = train_prm(export, tmp_path / "prm", CONFIGS / "prm_demo.toml", overrides)
     n_train = sum(r["split"] == "train" for r in rows)
@@ -80,7 +83,7 @@ def test_train_on_export_folder_then_score_every_step(tmp_path, one_thread, kind
     table = score_file(tmp_path / "prm", export, tmp_path / "scores.parquet")
     assert table.schema == PRM_SCORES and table.num_rows == 3 * len(rows)
     back = pq.read_table(tmp_path / "scores.parquet").to_pylist()
-    assert [(r["example_id"], r["step_index"]) for r in back[:2]] == [("e0", 0), ("e0", 1)]
+    assert [(r["example_id"], r["step_index"]) for r in back[:2]] == [("e0", 0), ("e0", 1)]  # train first
     assert all(0.0 <= r["score"] <= 1.0 for r in back)
 
 
@@ -91,6 +94,8 @@ def test_shard_folder_with_old_rows_is_read_unchanged(tmp_path):
     pq.write_table(pa.Table.from_pylist(old), tmp_path / "part-1.parquet")
     rows = load_rows(tmp_path)
     assert len(rows) == 3 and rows[0]["labels"] == new[0]["labels"] and rows[2]["labels"] == [0.5, 0.0]
+    pq.write_table(pa.Table.from_pylist(old), tmp_path / "prm.parquet")  # an older export's one file
+    assert load_rows(tmp_path) == old
 
 
 def test_eval_fraction_never_puts_one_problem_on_both_sides():
