@@ -103,7 +103,7 @@ def test_validate_names_a_label_that_contradicts_its_rollouts(runs, tmp_path):
     root = _damaged(runs, tmp_path)
     row = _first(root, "linear", "SELECT * FROM step_labels WHERE n >= 2 AND n_correct = 0 LIMIT 1")
     # the same node labeled again by another strategy: good against its own 0/n rollouts
-    _add(root, "linear", {"step_labels": [{**row, "strategy": "other", "hard": True}]})
+    _add(root, "linear", {"step_labels": [{**row, "strategy": "other", "hard": True, "label_source": "arith"}]})
     assert _failed(root, "linear") == {"label_evidence"}
 
 
