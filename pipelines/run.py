@@ -243,7 +243,7 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
     summary.validation = validate_run(root, run_id)
     summary.wall_s = time.perf_counter() - start
     finish_run(root, run_id, summary.stats())
-    with Catalog(root):  # refresh the catalog file so `duckdb tracemill_data/catalog.duckdb` sees this run
+    with Catalog(root):  # refresh the catalog file so `cd tracemill_data && duckdb catalog.duckdb` sees this run
         pass
     if report:
         from pipelines.report import write_report

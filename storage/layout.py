@@ -44,7 +44,7 @@ def check_name(kind: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """The paths of one run under a data root (absolute, so DuckDB views work from any working directory)."""
+    """The paths of one run under a data root (absolute, so in-memory DuckDB views work from any directory)."""
 
     root: Path
     run_id: str
