@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from search.eval_labels import evaluate_tables
+from search.eval_labels import evaluate_strategies
 from storage.catalog import Catalog
 
 
-def label_quality(root: Path, run_id: str) -> dict[str, object]:
-    """First-error F1, per-step accuracy and rollouts/tokens per solution, per labeling strategy of the run."""
+def label_quality(root: Path, run_id: str) -> dict[str, dict[str, object]]:
+    """Per labeling strategy of the run (by name): first-error F1, per-step accuracy, rollouts/tokens per solution.
+
+    Example: ``label_quality(root, run_id)["adaptive"]["f1"]``.
+    """
     with Catalog(root) as cat:
         solutions = cat.sql("SELECT * FROM solutions", run_id=run_id)
         labels = cat.sql("SELECT * FROM step_labels", run_id=run_id)
@@ -20,6 +23,6 @@ def label_quality(root: Path, run_id: str) -> dict[str, object]:
     truth = solutions.column("true_first_error").drop_null()
     if len(truth) == 0:
         raise ValueError(f"run {run_id!r} has no ground truth (only sim-engine runs and given solutions do)")
-    strategies = sorted(set(labels.column("strategy").to_pylist())) or [None]
-    quality = evaluate_tables(solutions, labels, rollouts, strategy=strategies[0])
-    return {"strategy": strategies[0], **asdict(quality)}
+    if labels.num_rows == 0:
+        raise ValueError(f"run {run_id!r} has no step labels")
+    return {name: asdict(q) for name, q in evaluate_strategies(solutions, labels, rollouts).items()}

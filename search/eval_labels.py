@@ -1,8 +1,8 @@
 """Label quality against ground truth: ProcessBench first-error F1, per-step accuracy, labeling cost.
 
-Pure functions over lists, plus ``evaluate_tables`` over the stored Arrow tables (``solutions``,
-``step_labels``, ``rollouts``) so ``tracemill eval labels`` can score a finished run. Only solutions whose
-``true_first_error`` is known are scored. A missing prediction (None: the strategy could not decide, or the
+Pure functions over lists, plus ``evaluate_tables`` / ``evaluate_strategies`` over the stored Arrow tables
+(``solutions``, ``step_labels``, ``rollouts``) so ``tracemill eval labels`` can score a finished run, every
+labeling strategy in it separately. Only solutions whose ``true_first_error`` is known are scored. A missing prediction (None: the strategy could not decide, or the
 question was filtered) counts as wrong, so a strategy cannot look better by abstaining; ``coverage`` says
 how often it did.
 """
@@ -68,12 +68,34 @@ def evaluate_tables(solutions: pa.Table, step_labels: pa.Table, rollouts: pa.Tab
                     strategy: str | None = None) -> LabelQuality:
     """``evaluate`` over stored tables; ``strategy`` picks one strategy's rows from ``step_labels``.
 
-    Cost counts every row of ``rollouts`` (all rollouts the run took) over the scored solutions.
+    A solution's predicted first error is its first step that strategy labeled bad (-1 if all are good,
+    None if an unlabeled step comes first), exactly as the strategy computed it; every solution with ground
+    truth is scored, so problems the strategy did not label count as undetermined. Cost counts the rows of
+    ``rollouts`` on the problems the strategy labeled (rollouts shared by two strategies count for both).
     """
-    labels = step_labels.to_pylist()
-    hard = {r["node_id"]: r["hard"] for r in labels if strategy is None or r["strategy"] == strategy}
+    labels = [r for r in step_labels.to_pylist() if strategy is None or r["strategy"] == strategy]
+    hard = {r["node_id"]: r["hard"] for r in labels}
+    labeled = {r["problem_id"] for r in labels}
     scored = [s for s in solutions.to_pylist() if s["true_first_error"] is not None]
-    tokens = sum(rollouts.column("n_tokens").to_pylist()) if rollouts is not None else 0
-    return evaluate([s["first_error"] for s in scored], [s["true_first_error"] for s in scored],
-                    [[hard.get(nid) for nid in s["node_ids"]] for s in scored],
-                    rollouts.num_rows if rollouts is not None else 0, tokens)
+    steps = [[hard.get(nid) for nid in s["node_ids"]] for s in scored]
+    taken = [r for r in rollouts.select(["problem_id", "n_tokens"]).to_pylist() if r["problem_id"] in labeled] \
+        if rollouts is not None else []
+    return evaluate([_first_bad(s) for s in steps], [s["true_first_error"] for s in scored], steps,
+                    len(taken), sum(r["n_tokens"] for r in taken))
+
+
+def evaluate_strategies(solutions: pa.Table, step_labels: pa.Table,
+                        rollouts: pa.Table | None = None) -> dict[str, LabelQuality]:
+    """``evaluate_tables`` for every strategy that has rows in ``step_labels``, by name."""
+    names = sorted(set(step_labels.column("strategy").to_pylist()))
+    return {name: evaluate_tables(solutions, step_labels, rollouts, name) for name in names}
+
+
+def _first_bad(hards: list[bool | None]) -> int | None:
+    """First step labeled bad; -1 if all are good; None if an unlabeled step comes first."""
+    for i, hard in enumerate(hards):
+        if hard is None:
+            return None
+        if not hard:
+            return i
+    return -1
