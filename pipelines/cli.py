@@ -71,6 +71,11 @@ def run(config: ConfigOpt = None, set_: SetOpt = None,
     except ConfigError as err:
         fail(str(err))
     print_summary(console, summary)
+    _exit_unless_valid(summary)
+
+
+def _exit_unless_valid(summary) -> None:  # noqa: ANN001 - a pipelines.run.RunSummary (imported lazily)
+    """A run whose data breaks an invariant has failed even though it finished: exit 1."""
     if summary.validation is not None and not summary.validation.ok:
         raise typer.Exit(1)
 
@@ -364,6 +369,7 @@ def label(config: ConfigOpt = None, set_: SetOpt = None,
     except ConfigError as err:
         fail(str(err))
     print_summary(console, summary)
+    _exit_unless_valid(summary)
 
 
 @app.command()

@@ -47,7 +47,7 @@ def test_missing_config_file_and_bad_override_exit_2(tmp_path):
 def test_every_command_help_shows_an_example():
     for command in (["run"], ["sql"], ["runs"], ["label"], ["report"], ["export"], ["mine", "shortest"],
                     ["mine", "backtrack"], ["eval", "labels"], ["eval", "processbench"], ["submit"],
-                    ["status"], ["logs"], ["perturb"], ["train-prm"], ["score"]):
+                    ["status"], ["logs"], ["perturb"], ["train-prm"], ["score"], ["validate"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Example: tracemill" in result.output, command
 
@@ -70,3 +70,19 @@ def test_sim_run_then_sql_in_every_format_and_runs_listing(tmp_path):
     assert [(r["run_id"], r["status"]) for r in rows] == [("cli-1", "finished")]
     again = runner.invoke(app, ["run", "-c", str(cfg), "--resume", "cli-1", "--no-progress", "--no-report"])
     assert again.exit_code == 0 and "shards already committed" in again.output
+    assert "validate cli-1: ok" in again.output
+
+
+@pytest.mark.parametrize("command", [
+    ["export", "nope", "--out", "{tmp}/export"], ["mine", "shortest", "nope"], ["mine", "backtrack", "nope"],
+    ["report", "nope"], ["eval", "labels", "nope"], ["validate", "nope"], ["export", "../x", "--out", "{tmp}/e"],
+])
+def test_an_unknown_run_id_is_one_line_exit_2_and_writes_nothing(tmp_path, command):
+    root = tmp_path / "data"
+    (root / "runs").mkdir(parents=True)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = runner.invoke(app, [*(c.format(tmp=tmp_path) for c in command), "--root", str(root)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "run" in lines[0], result.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
