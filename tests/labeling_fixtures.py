@@ -78,6 +78,8 @@ def assert_label_invariants(result, tree, paths) -> None:
             assert not lab.hard or lab.label_source == "override"
         if lab.label_source == "mc":
             assert lab.hard == (lab.n_correct > 0)
+        if lab.label_source == "override":
+            assert lab.hard and lab.n >= 1 and lab.n_correct == 0
         if lab.label_source in ("mc", "mc-threshold", "mc-drop", "override"):
             assert lab.n >= 1 and lab.soft == lab.value == lab.n_correct / lab.n
         if lab.label_source == "inferred":

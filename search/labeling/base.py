@@ -13,8 +13,9 @@ it (columns: node_id, strategy, n, n_correct, value, hard, soft, label_source):
 - ``outcome``: a terminal node labeled by its own answer (value 1.0 or 0.0, n == 0).
 - ``inferred``: a step without rollouts (n == 0), good because a later step on its path is good by its own
   rollouts, or (``trust_answer``) the path ends in a correct answer: either is a correct continuation of it.
-- ``override``: a step whose own rollouts said bad (or had not decided yet), made good by such a later
+- ``override``: a step whose own rollouts all failed (bad, or not decided yet), made good by such a later
   success; only with ``override_failed = True``. No other row has hard == True with n >= 1, n_correct == 0.
+  (A soft rule's bad step that has successes, made good that way, is labeled by the hard rule: ``mc``.)
 - ``arith``: a checker (``checker = "arith"``) found a wrong arithmetic claim in the step; bad whatever
   its rollouts say. The rows of ``verifier.consensus`` use ``consensus:...``.
 
@@ -184,6 +185,8 @@ class Evidence:
             source = "inferred"
         else:
             source = SOURCES[self.rules.rule] if self.own(node) == hard else "override"
+            if source == "override" and node.n_correct:  # a soft rule's bad step with successes, made good
+                source = "mc"  # by a later success: that is Math-Shepherd's own verdict on its rollouts
         return NodeLabel(node.node_id, strategy, node.n, node.n_correct, value, hard, value, source)
 
 
