@@ -199,17 +199,25 @@ class ProcessRewardModel(nn.Module):
         return self.body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
 
     @torch.no_grad()
+    def step_features(self, enc: Sequence[Encoded]) -> list[torch.Tensor]:
+        """Hidden states (positions, hidden) at each example's positions; batched by length, so little compute
+        goes to padding."""
+        self.eval()
+        out: list[torch.Tensor] = [torch.empty(0)] * len(enc)
+        order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
+        for idx in _chunks(order, self.cfg.score_batch_size):
+            hidden = self.hidden([enc[i] for i in idx])
+            for row, i in enumerate(idx):
+                out[i] = hidden[row, enc[i].positions]
+        return out
+
     def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
         """P(good) per step for each (question, steps); nan for steps cut by ``max_length``."""
-        self.eval()
-        out: list[list[float]] = []
-        for chunk in _chunks(list(items), self.cfg.score_batch_size):
-            enc = [self.encode(q, s) for q, s in chunk]
-            logits = self(features=self.hidden(enc))["logits"].float()
-            for i, e in enumerate(enc):
-                kept = logits[i, e.positions].softmax(-1)[:, GOOD].tolist()
-                out.append(kept + [math.nan] * (e.n_steps - len(kept)))
-        return out
+        enc = [self.encode(q, s) for q, s in items]
+        with torch.no_grad():
+            probs = [self(features=f)["logits"].float().softmax(-1)[:, GOOD].tolist()
+                     for f in self.step_features(enc)]
+        return [p + [math.nan] * (e.n_steps - len(p)) for p, e in zip(probs, enc, strict=True)]
 
     def score(self, question: str, steps: Sequence[str]) -> list[float]:
         return self.score_batch([(question, steps)])[0]
@@ -407,17 +415,12 @@ def prepare(model: ProcessRewardModel, cfg: TrainConfig) -> None:
     model.body_trained = cfg.train_mode != "head"
 
 
-@torch.no_grad()
 def feature_examples(model: ProcessRewardModel, examples: list[dict[str, list]]) -> list[dict[str, Any]]:
     """Body features at each example's trained positions, computed once (``head`` mode: the body is frozen)."""
-    model.eval()
-    out = []
-    for chunk in _chunks(examples, model.cfg.score_batch_size):
-        hidden = model.hidden([Encoded(ex["input_ids"], [], 0) for ex in chunk]).float().cpu()
-        for i, ex in enumerate(chunk):
-            where = [p for p, t in enumerate(ex["labels"]) if t != IGNORE]
-            out.append({"features": hidden[i, where], "labels": [ex["labels"][p] for p in where]})
-    return out
+    where = [[p for p, t in enumerate(ex["labels"]) if t != IGNORE] for ex in examples]
+    feats = model.step_features([Encoded(ex["input_ids"], w, 0) for ex, w in zip(examples, where, strict=True)])
+    return [{"features": f.float().cpu(), "labels": [ex["labels"][p] for p in w]}
+            for f, ex, w in zip(feats, examples, where, strict=True)]
 
 
 def training_arguments(cfg: TrainConfig, output_dir: Path, use_cpu: bool, has_eval: bool) -> TrainingArguments:
