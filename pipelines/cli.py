@@ -256,7 +256,7 @@ app.add_typer(eval_app, name="eval")
 @eval_app.command("labels")
 def eval_labels(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
                 fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table") -> None:
-    """First-error F1, step accuracy and rollout cost of a run whose solutions carry ground truth (sim engine).
+    """First-error F1, step accuracy and rollout cost of every strategy in a run with ground truth (sim engine).
 
     Example: tracemill eval labels sim-20261121-101500-ab12cd
     """
@@ -270,9 +270,13 @@ def eval_labels(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
     if fmt == "json":
         print(json.dumps(result, default=str))
         return
-    out = Table(title=f"label quality of {run_id}", show_header=False)
-    for name, value in result.items():
-        out.add_row(name, _cell(value))
+    strategies = list(result)
+    out = Table(title=f"label quality of {run_id}")
+    out.add_column("metric")
+    for name in strategies:
+        out.add_column(name, justify="right")
+    for metric in result[strategies[0]]:
+        out.add_row(metric, *(_cell(result[name][metric]) for name in strategies))
     console.print(out)
 
 

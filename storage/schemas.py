@@ -85,7 +85,7 @@ STEP_LABELS = pa.schema([
     ("value", pa.float64()),
     ("hard", pa.bool_()),  # Math-Shepherd HE: value > 0
     ("soft", pa.float64()),  # Math-Shepherd SE: the value itself
-    ("label_source", pa.string()),  # mc | inferred (e.g. before a found error) | arith | consensus ...
+    ("label_source", pa.string()),  # mc | mc-threshold | mc-drop | outcome | inferred | override | arith | consensus:...
 ])
 
 REJECTS = pa.schema([

@@ -71,6 +71,11 @@ def test_sim_run_then_sql_in_every_format_and_runs_listing(tmp_path):
     again = runner.invoke(app, ["run", "-c", str(cfg), "--resume", "cli-1", "--no-progress", "--no-report"])
     assert again.exit_code == 0 and "shards already committed" in again.output
     assert "validate cli-1: ok" in again.output
+    scores = runner.invoke(app, ["eval", "labels", "cli-1", "--root", root, "--format", "json"])
+    by_strategy = json.loads(scores.output)
+    assert list(by_strategy) == ["linear"] and 0 <= by_strategy["linear"]["f1"] <= 1
+    table = runner.invoke(app, ["eval", "labels", "cli-1", "--root", root])
+    assert table.exit_code == 0 and "linear" in table.output and "f1" in table.output
 
 
 @pytest.mark.parametrize("command", [
