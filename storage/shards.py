@@ -62,25 +62,17 @@ class ShardWriter:
         Rows are cast to the tables' schemas first (``SchemaError`` before any file is touched). Tables with
         no rows get no file; a shard with no rows at all is still recorded, so a resume skips it.
         """
-        check_name("shard name", shard_name)
         if shard_name in self.committed():
             return False
-        if "runs" in tables:
-            raise SchemaError("the runs table is not written in shards; use storage.runs (start_run, finish_run)")
-        conformed = {name: conform(name, rows, self.run_id) for name, rows in tables.items()}
-        staged = {name: self._stage(name, shard_name, t) for name, t in conformed.items() if t.num_rows}
+        conformed = self._conform(shard_name, tables)
+        staged = self._stage_all(shard_name, conformed)
         with locked(self.paths.lock):
             manifest = Manifest.load(self.paths)
             if shard_name in manifest.shards:  # another writer committed it while we were staging
                 for path in staged.values():
                     path.unlink()
                 return False
-            for name in TABLES.keys() - staged.keys():  # strays of an earlier crashed attempt at this shard
-                self.paths.shard_file(name, shard_name).unlink(missing_ok=True)
-            for name, path in staged.items():
-                replace_synced(path, self.paths.shard_file(name, shard_name))
-            manifest.add(shard_name, {name: conformed[name].num_rows for name in staged}, self.paths)
-            manifest.save(self.paths)
+            self._install(manifest, shard_name, conformed, staged)
         return True
 
     def replace(self, shard_name: str, tables: dict[str, Rows]) -> bool:
@@ -91,20 +83,36 @@ class ShardWriter:
         old file or the new one), tables the new version lacks are removed, and the manifest entry is rewritten
         under the lock. A rebuild with identical rows touches nothing, so its files stay byte-identical.
         """
-        check_name("shard name", shard_name)
-        conformed = {name: conform(name, rows, self.run_id) for name, rows in tables.items()}
+        conformed = self._conform(shard_name, tables)
         with locked(self.paths.lock):
             manifest = Manifest.load(self.paths)
             if shard_name in manifest.shards and self._same(manifest.shards[shard_name], conformed):
                 return False
-            staged = {name: self._stage(name, shard_name, t) for name, t in conformed.items() if t.num_rows}
-            for name in TABLES.keys() - staged.keys():
-                self.paths.shard_file(name, shard_name).unlink(missing_ok=True)
-            for name, path in staged.items():
-                replace_synced(path, self.paths.shard_file(name, shard_name))
-            manifest.add(shard_name, {name: conformed[name].num_rows for name in staged}, self.paths)
-            manifest.save(self.paths)
+            self._install(manifest, shard_name, conformed, self._stage_all(shard_name, conformed))
         return True
+
+    def _conform(self, shard_name: str, tables: dict[str, Rows]) -> dict[str, pa.Table]:
+        check_name("shard name", shard_name)
+        if "runs" in tables:
+            raise SchemaError("the runs table is not written in shards; use storage.runs (start_run, finish_run)")
+        return {name: conform(name, rows, self.run_id) for name, rows in tables.items()}
+
+    def _stage_all(self, shard_name: str, conformed: dict[str, pa.Table]) -> dict[str, Path]:
+        return {name: self._stage(name, shard_name, t) for name, t in conformed.items() if t.num_rows}
+
+    def _install(self, manifest: Manifest, shard_name: str, conformed: dict[str, pa.Table],
+                 staged: dict[str, Path]) -> None:
+        """Rename staged files into place and record the shard (caller holds the lock).
+
+        Files of tables the shard does not have are removed: strays of a crashed attempt, or tables an
+        earlier version of a replaced shard had.
+        """
+        for name in TABLES.keys() - staged.keys():
+            self.paths.shard_file(name, shard_name).unlink(missing_ok=True)
+        for name, path in staged.items():
+            replace_synced(path, self.paths.shard_file(name, shard_name))
+        manifest.add(shard_name, {name: conformed[name].num_rows for name in staged}, self.paths)
+        manifest.save(self.paths)
 
     def _same(self, entry: dict, tables: dict[str, pa.Table]) -> bool:
         """Whether a committed shard holds exactly ``tables`` (empty tables have no file)."""

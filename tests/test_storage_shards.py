@@ -160,3 +160,19 @@ def test_write_rows_commits_a_single_table_shard(tmp_path):
     with ShardWriter(tmp_path, "r1") as w:
         assert w.write_rows("rejects", "rejects-load", [{"stage": "load", "reason": "no answer"}])
     assert [p.name for p in committed_files(tmp_path, "r1")["rejects"]] == ["rejects-load.parquet"]
+
+
+def test_replace_swaps_a_derived_shard_and_an_identical_rebuild_touches_nothing(tmp_path):
+    problems = [{"problem_id": "p1", "question": "1+1?", "gold_answer": "2"}]
+    paths = RunPaths(tmp_path, "r1")
+    with ShardWriter(tmp_path, "r1") as w:
+        assert w.replace("derived", {"step_labels": labels("p1", 10), "problems": problems})
+        first = paths.shard_file("step_labels", "derived").stat().st_mtime_ns
+        assert not w.replace("derived", {"step_labels": labels("p1", 10), "problems": problems})
+        assert paths.shard_file("step_labels", "derived").stat().st_mtime_ns == first
+        assert w.replace("derived", {"step_labels": labels("p1", 4)})  # fewer rows, and no problems table
+    assert not paths.shard_file("problems", "derived").exists()
+    assert Manifest.load(paths).rows() == {"step_labels": 4}
+    with Catalog(tmp_path) as cat:
+        assert cat.sql("SELECT count(*) AS n FROM step_labels").to_pylist() == [{"n": 4}]
+        assert cat.sql("SELECT count(*) AS n FROM problems").to_pylist() == [{"n": 0}]
