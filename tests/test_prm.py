@@ -76,6 +76,7 @@ def test_fine_tune_lowers_loss_and_separates_held_out_steps(tiny_dir, tmp_path, 
     report = train(model, marker_rows(48, 0), cfg, tmp_path / "ck", eval_rows=marker_rows(16, 1))
     assert len(report.epoch_losses) == 8 and report.epoch_losses[-1] < 0.5 * report.epoch_losses[0]
     assert report.n_examples == 48 and report.n_steps == 48 * 3 and report.n_eval_examples == 16
+    assert report.eval_metrics["eval_loss"] < report.eval_before["eval_loss"]
     assert report.eval_metrics["eval_auc"] > 0.8  # soft: a bad step valued 0.25 counts as good (value > 0)
     good, bad = _split_scores(model, marker_rows(16, 1))
     assert np.mean(good) > np.mean(bad) + 0.4

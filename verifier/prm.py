@@ -47,6 +47,7 @@ TRAIN_MODES = ("head", "full", "lora")
 CONFIG_FILE, HEAD_FILE, BODY_DIR = "prm_config.json", "head.pt", "backbone"
 BAD, GOOD = 0, 1  # logit indices
 IGNORE = -100  # label of every token that is not a trained step end (the Trainer counts the others)
+EVAL_KEYS = ("eval_loss", "eval_auc", "eval_accuracy")  # held-out step metrics kept in the report
 
 
 def _from_dict(cls: type, data: Mapping[str, Any]) -> Any:
@@ -141,7 +142,8 @@ class TrainReport:
     n_steps: int  # trained (labeled, not masked, not cut) steps per epoch
     seconds: float
     n_eval_examples: int = 0
-    eval_metrics: dict[str, float] = field(default_factory=dict)  # eval_loss, eval_auc, eval_accuracy
+    eval_before: dict[str, float] = field(default_factory=dict)  # EVAL_KEYS of the untrained model
+    eval_metrics: dict[str, float] = field(default_factory=dict)  # EVAL_KEYS after training
 
 
 class ProcessRewardModel(nn.Module):
@@ -456,9 +458,15 @@ def train(model: ProcessRewardModel, rows: Sequence[Mapping[str, Any]], cfg: Tra
         compute_loss_func=StepLoss(cfg.label_kind), compute_metrics=step_metrics, callbacks=[epochs],
     )
     resume = cfg.resume and output_dir.is_dir() and any(output_dir.glob("checkpoint-*"))
+    before = _eval(trainer) if eval_set and not resume else {}
     trainer.train(resume_from_checkpoint=resume or None)
-    metrics = trainer.evaluate() if eval_set else {}
+    after = _eval(trainer) if eval_set else {}
     model.eval()
     n_steps = sum(sum(t != IGNORE for t in ex["labels"]) for ex in train_set)
     return TrainReport(epochs.losses, len(train_set), n_steps, time.perf_counter() - start, len(eval_set),
-                       {k: float(v) for k, v in metrics.items() if k.startswith("eval_")})
+                       before, after)
+
+
+def _eval(trainer: Trainer) -> dict[str, float]:
+    metrics = trainer.evaluate()
+    return {k: float(metrics[k]) for k in EVAL_KEYS if k in metrics}
