@@ -80,6 +80,34 @@ def test_fine_tune_lowers_loss_and_separates_held_out_steps(tiny_dir, tmp_path, 
     assert report.eval_metrics["eval_auc"] > 0.8  # soft: a bad step valued 0.25 counts as good (value > 0)
     good, bad = _split_scores(model, marker_rows(16, 1))
     assert np.mean(good) > np.mean(bad) + 0.4
+    loaded = ProcessRewardModel.load(model.save(tmp_path / "prm"))  # the fine-tuned body is saved with it
+    assert _split_scores(loaded, marker_rows(16, 1)) == (pytest.approx(good, abs=1e-5), pytest.approx(bad, abs=1e-5))
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_dir, tmp_path):
+    """Rows train different numbers of steps (some masked); the loss is averaged over steps, not micro-batches."""
+    rng = random.Random(5)
+    rows = [{**r, "labels": [ok if rng.random() < 0.6 else None for ok in r["labels"]]}
+            for r in marker_rows(32, 4)]
+    rows = [r for r in rows if any(ok is not None for ok in r["labels"])]
+    heads = []
+    for batch, accum in ((8, 1), (2, 4)):
+        model = _model(tiny_dir)
+        train(model, rows, TrainConfig(lr=1e-2, epochs=2, batch_size=batch, grad_accum=accum), tmp_path / "ck")
+        heads.append(model.head.weight.detach().clone())
+    assert torch.allclose(heads[0], heads[1], atol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_training(tiny_dir, tmp_path):
+    losses = []
+    for checkpointing in (False, True):
+        model = _model(tiny_dir)
+        cfg = TrainConfig(train_mode="full", lr=3e-3, epochs=2, gradient_checkpointing=checkpointing)
+        losses.append(train(model, marker_rows(16, 0), cfg, tmp_path / "ck").epoch_losses)
+        flag = "is_activation_checkpointing" if hasattr(type(model.body), "is_activation_checkpointing") \
+            else "is_gradient_checkpointing"  # renamed in transformers 5
+        assert getattr(model.body, flag) == checkpointing
+    assert losses[0] == pytest.approx(losses[1], abs=1e-4)
 
 
 def test_head_mode_trains_only_the_head_and_survives_save_load(tiny_dir, tmp_path):

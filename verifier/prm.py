@@ -402,8 +402,9 @@ class EpochLosses(TrainerCallback):
 def prepare(model: ProcessRewardModel, cfg: TrainConfig) -> None:
     """Choose what trains: the head alone, everything, or LoRA adapters on the body (plus the head)."""
     model.body.requires_grad_(cfg.train_mode == "full")
-    if cfg.gradient_checkpointing:  # set here, not in TrainingArguments, whose key is renamed in v5
-        model.body.gradient_checkpointing_enable()
+    if cfg.gradient_checkpointing:  # set here, not in TrainingArguments: transformers 5 renamed it
+        enable = getattr(model.body, "activation_checkpointing_enable", None)
+        (enable or model.body.gradient_checkpointing_enable)()
     if cfg.train_mode == "lora":
         try:
             from peft import LoraConfig, get_peft_model
