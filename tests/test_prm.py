@@ -98,6 +98,13 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_dir, tmp_path):
     assert torch.allclose(heads[0], heads[1], atol=1e-5)
 
 
+def test_epoch_losses_do_not_depend_on_logging_steps(tiny_dir, tmp_path):
+    """6 optimizer steps per epoch; logs every 1, 4 (crossing epoch ends) or 1000 steps give the same means."""
+    runs = [train(_model(tiny_dir), marker_rows(48, 0), TrainConfig(lr=1e-2, epochs=3, logging_steps=every),
+                  tmp_path / "ck").epoch_losses for every in (1, 4, 1000)]
+    assert len(runs[0]) == 3 and runs[1] == pytest.approx(runs[0]) and runs[2] == pytest.approx(runs[0])
+
+
 def test_gradient_checkpointing_gives_the_same_training(tiny_dir, tmp_path):
     losses = []
     for checkpointing in (False, True):

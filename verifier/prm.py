@@ -382,9 +382,10 @@ class EpochLosses(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:
-            steps = state.global_step - self._last_step
-            self._sum, self._steps, self._last_step = self._sum + logs["loss"] * steps, self._steps + steps, \
-                state.global_step
+            steps = state.global_step - self._last_step  # the logged loss is the mean over these steps
+            self._sum += logs["loss"] * steps
+            self._steps += steps
+            self._last_step = state.global_step
             if self._closing:
                 self._close()
 
