@@ -55,6 +55,9 @@ RUNS: list[tuple[str, str, dict]] = [
     ("adaptive+binary cap=8 override", "adaptive", {"search": "binary", "max_per_step": 8, "override_failed": True}),
     ("adaptive+binary cap=6 drop", "adaptive", BEST),
     ("adaptive+binary cap=6 drop no-trust", "adaptive", {**BEST, "trust_answer": False}),
+    # the best rollout-only point within 25% of linear k=4's rollouts found by a 221-config sweep
+    ("adaptive+binary cap=12 b=3 drop", "adaptive", {"search": "binary", "max_per_step": 12, "batch": 3,
+                                                     "level": 0.8, "rule": "drop", "drop": 0.5, "threshold": 0.35}),
     ("adaptive+linear cap=8", "adaptive", {"search": "linear", "max_per_step": 8}),
     ("adaptive+linear cap=8 drop", "adaptive", {"search": "linear", "max_per_step": 8, **DROP}),
     *[(f"mcts k={k} budget={n}", "mcts", {"k": k, "rollout_budget": n, "search_limit": n})
