@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import random
+import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -103,6 +105,19 @@ def test_epoch_losses_do_not_depend_on_logging_steps(tiny_dir, tmp_path):
     runs = [train(_model(tiny_dir), marker_rows(48, 0), TrainConfig(lr=1e-2, epochs=3, logging_steps=every),
                   tmp_path / "ck").epoch_losses for every in (1, 4, 1000)]
     assert len(runs[0]) == 3 and runs[1] == pytest.approx(runs[0]) and runs[2] == pytest.approx(runs[0])
+
+
+def test_resume_from_a_checkpoint_ends_where_an_uninterrupted_run_does(tiny_dir, tmp_path):
+    """6 steps per epoch, a checkpoint at step 12: resuming trains only epoch 3, to the same head."""
+    cfg, rows = TrainConfig(lr=1e-2, epochs=3, save_strategy="steps", save_steps=12), marker_rows(48, 0)
+    whole = _model(tiny_dir)
+    losses = train(whole, rows, cfg, tmp_path / "ck").epoch_losses
+    for later in set((tmp_path / "ck").iterdir()) - {tmp_path / "ck" / "checkpoint-12"}:
+        shutil.rmtree(later)  # as if the run had died after step 12
+    resumed = _model(tiny_dir)
+    report = train(resumed, rows, TrainConfig(**{**asdict(cfg), "resume": True}), tmp_path / "ck")
+    assert report.epoch_losses == pytest.approx(losses[-1:])
+    assert torch.allclose(whole.head.weight, resumed.head.weight, atol=1e-6)
 
 
 def test_gradient_checkpointing_gives_the_same_training(tiny_dir, tmp_path):
