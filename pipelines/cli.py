@@ -310,13 +310,13 @@ def eval_processbench_cmd(
 
 
 @app.command("train-prm")
-def train_prm_cmd(data: Annotated[Path, typer.Argument(help="PRM rows {prompt, completions, labels}: Parquet or JSONL")],
+def train_prm_cmd(data: Annotated[Path, typer.Argument(help="an export folder, its prm/ folder, or PRM rows (Parquet/JSONL)")],
                   out: Annotated[Path, typer.Argument(help="folder for the trained verifier")],
                   config: Annotated[Path | None, typer.Option("--config", "-c", help="e.g. configs/prm_demo.toml")] = None,
                   set_: SetOpt = None, limit: int = 0) -> None:
     """Train a process verifier: a score head read at each step's last token.
 
-    Example: tracemill export RUN --format trl-prm --out prm && tracemill train-prm prm/prm.parquet prm_model -c configs/prm_demo.toml
+    Example: tracemill export RUN --out data/run1 --test-fraction 0.1 && tracemill train-prm data/run1 prm_model -c configs/prm_demo.toml
     """
     from pipelines.train_prm import train_prm
 
@@ -327,8 +327,13 @@ def train_prm_cmd(data: Annotated[Path, typer.Argument(help="PRM rows {prompt, c
         report = train_prm(data, out, config, parse_overrides(set_), limit)
     except (ValueError, TypeError) as err:
         fail(str(err))
-    console.print(f"trained on {report.n_examples} examples; loss by epoch: "
-                  + ", ".join(f"{x:.4f}" for x in report.epoch_losses) + f"; saved to {out}")
+    held_out = ""
+    if report.eval_metrics:
+        before, after = report.eval_before, report.eval_metrics
+        held_out = (f"; held-out loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}, step AUC {after['eval_auc']:.3f} "
+                    f"({report.n_eval_examples} solutions)")
+    console.print(f"trained on {report.n_examples} solutions ({report.n_steps} steps); loss by epoch: "
+                  + ", ".join(f"{x:.4f}" for x in report.epoch_losses) + held_out + f"; saved to {out}")
 
 
 @app.command()

@@ -7,6 +7,8 @@ to identical files without adding a row anywhere.
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 from pathlib import Path
 
@@ -20,9 +22,12 @@ from pipelines.run import execute
 from pipelines.validate import validate_run
 from storage.catalog import Catalog
 from storage.shards import ShardWriter
+from tests.tiny_model import tiny_model_dir  # noqa: F401  (pytest fixture)
+from verifier.prm import ProcessRewardModel
 
 STRATEGIES = ("linear", "binary", "adaptive", "mcts")
 SIM = Path(__file__).resolve().parent.parent / "configs" / "sim.toml"
+PRM_DEMO = SIM.with_name("prm_demo.toml")
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +140,17 @@ def test_validate_command_exit_codes(runs, tmp_path):
     _add(root, "mcts", {"problems": [_first(root, "mcts", "SELECT * FROM problems LIMIT 1")]})
     bad = cli.invoke(app, ["validate", "mcts", "--root", str(root)])
     assert bad.exit_code == 1 and "problems_once: 1 violation" in bad.output
+
+
+def test_train_prm_reads_a_real_export_unchanged(runs, tmp_path, tiny_model_dir):  # noqa: F811
+    """run -> export -> train-prm: the trainer reads the export folder as written, held-out split included."""
+    export("hf", tmp_path / "export", runs, "binary", ExportOptions(test_fraction=0.25))
+    cli = CliRunner()
+    result = cli.invoke(app, ["train-prm", str(tmp_path / "export"), str(tmp_path / "prm"), "-c", str(PRM_DEMO),
+                              "--set", f"backbone={tiny_model_dir}", "--set", "epochs=1", "--set", "max_length=512"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "prm" / "train_report.json").read_text())
+    assert report["n_examples"] > 0 and report["n_steps"] > 0 and report["n_eval_examples"] > 0
+    assert all(math.isfinite(x) for x in report["epoch_losses"]) and "held-out loss" in result.output
+    scores = ProcessRewardModel.load(tmp_path / "prm").score("What is 2 + 3?", ["2 + 3 = 5.", "The answer is 5."])
+    assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
