@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from datasets import load_dataset
 
-from cluster import arith
 import pipelines.export as export_module
+from cluster import arith
 from pipelines.export import ExportOptions, build_datasets, export
 from pipelines.mine import mine_run
 from pipelines.perturb import perturb_run
