@@ -6,6 +6,10 @@ A synchronous engine gets them merged: calls that arrive while the engine is bus
 (engines are not thread-safe) so the event loop keeps accepting calls. An engine with its own scheduler
 (vLLM's continuous batching) exposes ``agenerate`` and is awaited directly, with no merging.
 
+Busy time is honest for both kinds: ``engine_s`` is the UNION of the intervals in which at least one call
+was inside the engine (``BusyClock``), so an engine serving many calls at once is never "busy" for longer
+than the wall clock; ``call_s`` keeps the per-call sum (the two differ by how much calls overlapped).
+
 Only the dataclasses of ``cluster.engine`` cross the actor boundary. Death handling is Ray's: the actor is
 created with ``max_restarts`` so a crashed process (or a removed node) is restarted, and the driver-side
 pool resubmits what was lost.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -62,6 +67,47 @@ class AsyncEngine(Protocol):
     async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]: ...
 
 
+def union_length(intervals: Iterable[tuple[float, float]]) -> float:
+    """Total length covered by ``(start, end)`` intervals, overlaps counted once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
+class BusyClock:
+    """The union of in-flight intervals, kept incrementally: busy while at least one call is in flight."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._active = 0
+        self._since = 0.0
+        self._busy = 0.0
+
+    def enter(self) -> float:
+        """A call starts; returns its start time."""
+        now = self._clock()
+        if self._active == 0:
+            self._since = now
+        self._active += 1
+        return now
+
+    def exit(self, started: float) -> float:
+        """A call that ``enter`` returned ``started`` for ends; returns its own duration."""
+        now = self._clock()
+        self._active -= 1
+        if self._active == 0:
+            self._busy += now - self._since
+        return now - started
+
+    def busy_s(self) -> float:
+        """Union busy time so far, the open interval included."""
+        return self._busy + (self._clock() - self._since if self._active else 0.0)
+
+
 @dataclass
 class _Counters:
     calls: int = 0
@@ -70,7 +116,8 @@ class _Counters:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     completion_tokens: int = 0
-    engine_s: float = 0.0  # wall time inside engine.generate
+    engine_s: float = 0.0  # union of the intervals with a call inside the engine (busy wall time)
+    call_s: float = 0.0  # time inside engine calls summed per call (> engine_s when calls overlap)
     errors: int = 0
 
 
@@ -85,6 +132,7 @@ class EngineActor:
         self._queue: list[tuple[list[GenRequest], asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
         self._counters = _Counters()
+        self._busy = BusyClock()
         self._in_flight = 0
 
     async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
@@ -93,9 +141,11 @@ class EngineActor:
         self._in_flight += len(requests)
         try:
             if isinstance(self._engine, AsyncEngine):
-                start = time.perf_counter()
-                results = await self._engine.agenerate(requests)
-                self._counters.engine_s += time.perf_counter() - start
+                start = self._busy.enter()
+                try:
+                    results = await self._engine.agenerate(requests)
+                finally:
+                    self._counters.call_s += self._busy.exit(start)
                 self._counters.batches += 1
                 self._account(results)
             else:
@@ -142,12 +192,12 @@ class EngineActor:
 
     async def _run(self, requests: list[GenRequest]) -> list[GenResult]:
         """One ``engine.generate`` batch on the engine thread, timed and counted."""
-        start = time.perf_counter()
+        start = self._busy.enter()
         try:
             results = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._engine.generate, requests)
         finally:
-            self._counters.engine_s += time.perf_counter() - start
+            self._counters.call_s += self._busy.exit(start)
         if len(results) != len(requests):
             raise RuntimeError(f"engine returned {len(results)} results for {len(requests)} requests")
         self._counters.batches += 1
@@ -168,6 +218,7 @@ class EngineActor:
 
     async def stats(self) -> dict[str, Any]:
         """Counters since this process started (they reset when Ray restarts the actor)."""
+        self._counters.engine_s = self._busy.busy_s()
         return {"engine_id": self._engine_id, "node_id": ray.get_runtime_context().get_node_id(),
                 "in_flight": self._in_flight, **vars(self._counters)}
 

@@ -89,15 +89,24 @@ class RunSummary:
     mined: dict[str, int] = field(default_factory=dict)  # rows per mined table (traces by kind, datasets)
     report: str = ""  # path of the HTML report
     search_wall_s: float = 0.0  # wall time of the search phase (engines running)
-    engine_busy_s: float = 0.0  # summed over engine actors: time inside engine.generate
+    # engine busy time: per actor the UNION of its in-flight call intervals (concurrent calls counted once),
+    # summed over actors; a restarted actor's counters start again, so a killed engine's time is lost
+    engine_busy_s: float = 0.0
+    engine_busy_per_actor_s: list[float] = field(default_factory=list)
+    engine_call_s: float = 0.0  # time inside engine calls summed per call (> busy when calls overlap)
     validation: Validation | None = None  # the dataset invariants, checked once the run is mined
+    meter: Meter = field(default_factory=Meter)
 
     @property
     def orchestration_overhead(self) -> float:
-        """Share of the search phase's engine capacity not spent inside engine calls."""
+        """Share of the search phase's engine capacity (wall x replicas) with no call inside any engine."""
         capacity = self.search_wall_s * self.replicas
         return max(0.0, 1 - self.engine_busy_s / capacity) if capacity else 0.0
-    meter: Meter = field(default_factory=Meter)
+
+    @property
+    def search_tokens_per_s(self) -> float:
+        """Generated tokens per second of the search phase (the engines' throughput as the run saw it)."""
+        return self.meter.completion_tokens / self.search_wall_s if self.search_wall_s else 0.0
 
     @property
     def accuracy(self) -> float:
@@ -113,6 +122,7 @@ class RunSummary:
             out["validation"] = {c.name: c.violations for c in self.validation.checks}
         out.update({f"engine_{k}": v for k, v in asdict(self.meter).items()})
         out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s,
+                   search_tokens_per_s=self.search_tokens_per_s,
                    orchestration_overhead=self.orchestration_overhead)
         return out
 
@@ -331,7 +341,10 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
                                max_active=max(64, 8 * cfg.engine.replicas))
             summary.search_wall_s += time.perf_counter() - start
         summary.meter.add(pool.stats())
-        summary.engine_busy_s += sum(s.get("engine_s", 0.0) for s in pool.actor_stats() if s)
+        actor_stats = [s for s in pool.actor_stats() if s]
+        summary.engine_busy_per_actor_s = [s.get("engine_s", 0.0) for s in actor_stats]
+        summary.engine_busy_s += sum(summary.engine_busy_per_actor_s)
+        summary.engine_call_s += sum(s.get("call_s", 0.0) for s in actor_stats)
     finally:
         pool.shutdown()
         if started_ray:  # a Ray this run started ends with it; a joined cluster stays up

@@ -39,8 +39,10 @@ def print_summary(console: Console, s: RunSummary) -> None:
         ("generated tokens", f"{m.completion_tokens:,}"),
         ("prompt tokens", f"{m.prompt_tokens:,} ({m.cached_tokens:,} served from a shared prefix)"),
         ("throughput", f"{s.tokens_per_s:,.1f} generated tokens/s over {s.wall_s:.1f} s wall"),
-        ("engine time", f"{s.engine_busy_s:.1f} s inside engine calls over a {s.search_wall_s:.1f} s search phase "
-                        f"(orchestration overhead {s.orchestration_overhead:.1%})"),
+        ("engine time", f"{s.engine_busy_s:.1f} s busy (union of in-flight calls, "
+                        f"{len(s.engine_busy_per_actor_s) or s.replicas} engine(s)) over a {s.search_wall_s:.1f} s "
+                        f"search phase: orchestration overhead {s.orchestration_overhead:.1%}; "
+                        f"{s.search_tokens_per_s:,.1f} tokens/s in the search phase"),
         ("rejects", str(s.rejects)),
         ("mined", ", ".join(f"{k} {v}" for k, v in s.mined.items()) or "-"),
         ("data", f"{s.root}/runs/{s.run_id}/"),

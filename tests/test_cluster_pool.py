@@ -130,3 +130,132 @@ def test_exhausted_retries_fail_only_that_problem(local_ray):
             pool.generate([GenRequest("x", ps["p2"], group="p2")])
     finally:
         pool.shutdown()
+
+
+# ---- honest busy time: the union of in-flight intervals ------------------------------------------------------
+
+class ConcurrentSim(SimEngine):
+    """The sim engine behind ``agenerate``: like vLLM it serves concurrent calls at once (each sleeps)."""
+
+    async def agenerate(self, requests: list[GenRequest]) -> list:
+        import asyncio
+
+        await asyncio.sleep(self.config.latency_s)  # not the sync sleep of generate: the loop stays free
+        return [self._one(req) for req in requests]
+
+
+def concurrent_sim(config: dict) -> ConcurrentSim:
+    from cluster.sim_engine import SimConfig
+
+    return ConcurrentSim(SimConfig(**config))
+
+
+def test_union_of_intervals_counts_overlaps_once():
+    from cluster.actors import union_length
+
+    assert union_length([]) == 0.0
+    assert union_length([(0, 3), (1, 4), (10, 11)]) == 5.0  # two overlapping calls, then one alone
+    assert union_length([(1, 4), (0, 3), (2, 3), (3, 5)]) == 5.0  # nested, touching, unsorted
+    assert union_length([(0, 10), (2, 3), (4, 5)]) == 10.0
+
+
+def test_busy_clock_is_the_union_of_in_flight_calls_and_call_time_their_sum():
+    from cluster.actors import BusyClock
+
+    now = [0.0]
+    clock = BusyClock(lambda: now[0])
+    a = clock.enter()  # t=0
+    now[0] = 1.0
+    b = clock.enter()  # t=1, overlapping a
+    now[0] = 3.0
+    assert clock.exit(a) == 3.0
+    assert clock.busy_s() == 3.0  # the open interval counts
+    now[0] = 4.0
+    assert clock.exit(b) == 3.0
+    now[0] = 10.0
+    c = clock.enter()
+    now[0] = 11.0
+    assert clock.exit(c) == 1.0
+    now[0] = 20.0
+    assert clock.busy_s() == 5.0 == union_of([(0, 3), (1, 4), (10, 11)])
+
+
+def union_of(intervals):
+    from cluster.actors import union_length
+
+    return union_length(intervals)
+
+
+def test_actor_counts_concurrent_async_calls_once_in_busy_time():
+    """In process (no Ray): two overlapping calls into an async engine, then one alone, on a fake clock."""
+    import asyncio
+
+    from cluster.actors import BusyClock, EngineActor
+
+    now = [0.0]
+    gates: dict[str, asyncio.Event] = {}
+
+    class Gated(ConcurrentSim):
+        async def agenerate(self, requests):
+            gates[requests[0].request_key] = gate = asyncio.Event()
+            await gate.wait()
+            return [self._one(req) for req in requests]
+
+    actor = EngineActor(ActorSpec(backend="sim"), "engine-0")
+    actor._engine = Gated()
+    actor._busy = BusyClock(lambda: now[0])
+    prompt = prompts(1)["p0"]
+
+    async def scenario():
+        async def call(key):
+            return await actor.generate([GenRequest(key, prompt, n=1, max_new_tokens=8)])
+
+        async def at(t, key=None):
+            while key is not None and key not in gates:
+                await asyncio.sleep(0)
+            now[0] = t
+            if key is not None:
+                gates[key].set()
+                await asyncio.sleep(0)
+
+        first = asyncio.create_task(call("a"))  # t=0
+        await asyncio.sleep(0)
+        now[0] = 1.0
+        second = asyncio.create_task(call("b"))  # t=1
+        await asyncio.sleep(0)
+        await at(3.0, "a")
+        await first
+        await at(4.0, "b")
+        await second
+        now[0] = 10.0
+        third = asyncio.create_task(call("c"))
+        await asyncio.sleep(0)
+        await at(11.0, "c")
+        await third
+
+    asyncio.run(scenario())
+    assert actor._busy.busy_s() == 5.0  # union: [0, 4] and [10, 11]
+    assert actor._counters.call_s == 7.0  # per-call sum: 3 + 3 + 1
+    assert actor._counters.calls == 3 and actor._counters.requests == 3
+
+
+def test_pool_actor_busy_time_stays_within_the_wall_clock_when_calls_overlap(local_ray):
+    """A concurrently serving engine: every request its own call, so calls overlap inside the actor; busy
+    time (the union) never exceeds the wall time of the run, while the per-call sum does."""
+    import time
+
+    pool = EnginePool.launch(ActorSpec(backend="tests.test_cluster_pool:concurrent_sim",
+                                       engine={"latency_s": 0.05}, num_cpus=0.5), 1,
+                             PoolConfig(max_call_requests=1))
+    try:
+        ps = prompts(12, seed=5)
+        start = time.perf_counter()
+        outcome = run_programs_async(programs(ps, depth=3), pool, max_active=12)
+        wall = time.perf_counter() - start
+        assert not outcome.failed
+        [stats] = pool.actor_stats()
+        assert stats["calls"] > 12
+        assert 0 < stats["engine_s"] <= wall
+        assert stats["call_s"] > stats["engine_s"]  # the calls did overlap, and were not double counted
+    finally:
+        pool.shutdown()
