@@ -16,6 +16,7 @@ TABLES = ("problems", "solutions", "nodes", "rollouts", "step_labels")
 
 def _run(tmp_path, model: str, **overrides):
     cfg = load_config(None, {"storage.root": str(tmp_path / "data"), "problems.n": 2, "ray.num_cpus": 2,
+                             "engine.backend": "transformers",
                              "engine.model": model, "engine.num_cpus": 1, "sampling.n_solutions": 2,
                              "sampling.max_new_tokens": 24, "labeling.options": {"k": 2}, **overrides})
     return execute(cfg, run_id="e2e", progress=False, report=False)
