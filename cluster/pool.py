@@ -10,7 +10,10 @@ so many problems resuming at once cost one Ray round trip per actor rather than 
 
 Faults: a call that fails (the actor died, its node left, the engine raised) is resubmitted request by
 request — same ``request_key`` and seed, so the same sample — up to ``max_retries`` times, avoiding the
-actor that failed; a failed actor is probed until Ray has restarted it. An engine error in a call shared by
+actor that failed; a failed actor is probed until Ray has restarted it. While NO actor is healthy (the only
+engine is restarting, which takes a vLLM engine tens of seconds) a resubmitted request is parked, not sent,
+and goes out once a probe finds an actor back — so a restart does not burn its attempts — unless no actor
+comes back within ``max_unhealthy_s``. An engine error in a call shared by
 many requests re-sends each of them in a call of its own without spending an attempt, so one bad request
 cannot use up its neighbours' retries. Requests are deduplicated by
 ``request_key`` while in flight, so each is computed once however many tickets ask for it. When retries
@@ -57,6 +60,7 @@ class PoolConfig:
     overload_slack: int = 16  # requests; keeps light loads on their owner (cache hits beat balance there)
     max_call_requests: int = 256  # requests per actor call; more are split so the actor can start sooner
     probe_interval_s: float = 0.5  # how often a failed, unreachable actor is probed again
+    max_unhealthy_s: float = 900.0  # parked requests fail when no actor is healthy for this long
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.virtual_nodes < 1 or self.max_call_requests < 1:
@@ -140,6 +144,7 @@ class EnginePool:
         self._healthy = [True] * len(self.actors)
         self._probes: dict[ray.ObjectRef, int] = {}
         self._probe_due: dict[int, float] = {}  # unhealthy actor -> when to probe it next
+        self._parked: dict[str, tuple[float, Exception]] = {}  # key -> (since, last error): no healthy actor
         self._pending: dict[str, _Pending] = {}  # request_key -> in-flight request
         self._outbox: dict[int, list[str]] = {}
         self._calls: dict[ray.ObjectRef, _Call] = {}
@@ -182,20 +187,24 @@ class EnginePool:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         self._flush()
-        while not self._ready(tickets) and self._calls:
+        while not self._ready(tickets) and (self._calls or self._parked):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if self._probe_due:  # wake up in time to probe failed actors again
                 interval = self.config.probe_interval_s
                 remaining = interval if remaining is None else min(remaining, interval)
             refs = [*self._calls, *self._probes]
-            ray.wait(refs, num_returns=1, timeout=remaining)
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            for ref in ready:
-                if ref in self._probes:
-                    self._finish_probe(ref)
-                else:
-                    self._finish_call(ref)
+            if refs:
+                ray.wait(refs, num_returns=1, timeout=remaining)
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                for ref in ready:
+                    if ref in self._probes:
+                        self._finish_probe(ref)
+                    else:
+                        self._finish_call(ref)
+            else:  # only parked requests, and the next probe is not due yet
+                time.sleep(self.config.probe_interval_s if remaining is None else remaining)
             self._start_due_probes()
+            self._expire_parked()
             self._flush()
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -206,7 +215,7 @@ class EnginePool:
         ticket = self.submit(requests)
         while True:
             done = self.wait([ticket])
-            if not done and not self._calls:
+            if not done and not self._calls and not self._parked:
                 raise RuntimeError(f"ticket {ticket} waits on results that can no longer arrive")
             for _, outcome in done:
                 if isinstance(outcome, GenerationFailed):
@@ -251,7 +260,10 @@ class EnginePool:
 
     # -- routing and calls ----------------------------------------------------------------------------
 
-    def _route(self, key: str, avoid: int | None = None) -> None:
+    def _route(self, key: str, avoid: int | None = None, err: Exception | None = None) -> None:
+        if not any(self._healthy):  # every actor is down (restarting): park until a probe finds one back
+            self._parked.setdefault(key, (time.monotonic(), err or RuntimeError("no healthy engine actor")))
+            return
         req = self._pending[key].request
         usable = {i for i, ok in enumerate(self._healthy) if ok and i != avoid} or \
             {i for i, ok in enumerate(self._healthy) if ok} or set(range(len(self.actors)))
@@ -320,9 +332,11 @@ class EnginePool:
         pending = self._pending[key]
         pending.attempts += 1
         if pending.attempts <= self.config.max_retries:
-            self._route(key, avoid=failed_actor)
+            self._route(key, avoid=failed_actor, err=err)
             return
-        failure = GenerationFailed(key, pending.attempts, f"{type(err).__name__}: {err}")
+        self._fail(key, GenerationFailed(key, pending.attempts, f"{type(err).__name__}: {err}"))
+
+    def _fail(self, key: str, failure: GenerationFailed) -> None:
         for ticket_id, _ in self._pending.pop(key).waiters:
             if self._tickets.pop(ticket_id, None) is not None:
                 self._done[ticket_id] = failure
@@ -354,6 +368,18 @@ class EnginePool:
             self._probe_due[actor] = time.monotonic() + self.config.probe_interval_s
             return
         self._healthy[actor] = True
+        parked, self._parked = self._parked, {}
+        for key in parked:  # an actor is back: send what waited for one
+            self._route(key)
+
+    def _expire_parked(self) -> None:
+        now = time.monotonic()
+        for key, (since, err) in list(self._parked.items()):
+            if now - since > self.config.max_unhealthy_s:
+                del self._parked[key]
+                self._fail(key, GenerationFailed(key, self._pending[key].attempts,
+                                                 f"no healthy engine for {self.config.max_unhealthy_s:.0f} s "
+                                                 f"after {type(err).__name__}: {err}"))
 
 
 @dataclass

@@ -9,7 +9,7 @@ from cluster.actors import ActorSpec, launch_actor
 from cluster.backends import build_engine
 from cluster.engine import GenRequest
 from cluster.pool import EnginePool, GenerationFailed, HashRing, PoolConfig, run_programs_async
-from cluster.sim_engine import SimEngine
+from cluster.sim_engine import SimConfig, SimEngine
 from search.program import run_programs
 from tests.cluster_fixtures import FLAKY, POISON, programs, prompts
 
@@ -150,6 +150,14 @@ def concurrent_sim(config: dict) -> ConcurrentSim:
     return ConcurrentSim(SimConfig(**config))
 
 
+def slow_start_sim(config: dict) -> SimEngine:
+    """The sim engine, loading as slowly as a small vLLM engine does: a restart leaves a long gap."""
+    import time
+
+    time.sleep(config.pop("start_s"))
+    return SimEngine(SimConfig(**config))
+
+
 def test_union_of_intervals_counts_overlaps_once():
     from cluster.actors import union_length
 
@@ -257,5 +265,34 @@ def test_pool_actor_busy_time_stays_within_the_wall_clock_when_calls_overlap(loc
         assert stats["calls"] > 12
         assert 0 < stats["engine_s"] <= wall
         assert stats["call_s"] > stats["engine_s"]  # the calls did overlap, and were not double counted
+    finally:
+        pool.shutdown()
+
+
+def test_the_only_actor_killed_mid_run_parks_requests_until_it_is_back(local_ray):
+    """With one engine there is nowhere to resubmit: requests wait for Ray's restart instead of spending
+    every attempt on the restarting actor (a vLLM engine takes tens of seconds to come back)."""
+    pool = EnginePool.launch(ActorSpec(backend="tests.test_cluster_pool:slow_start_sim",
+                                       engine={"latency_s": 0.05, "start_s": 3.0}, num_cpus=0.5), 1,
+                             PoolConfig(max_retries=2, probe_interval_s=0.1))
+    try:
+        ps = prompts(8, seed=3)
+        done: list[str] = []
+        flush = pool._flush
+
+        def flush_then_kill():  # the kill hits calls in flight, once the first round has been answered
+            flush()
+            if pool.stats()["completed"] >= 8 and pool._calls and not killed:
+                killed.append(True)
+                ray.kill(pool.actors[0], no_restart=False)
+
+        killed: list[bool] = []
+        pool._flush = flush_then_kill
+        outcome = run_programs_async(programs(ps, depth=3), pool, on_done=lambda k, _: done.append(k),
+                                     max_active=8)
+        assert killed
+        assert not outcome.failed
+        assert outcome.results == run_programs(dict(programs(ps, depth=3)), SimEngine(SimConfig()).generate)
+        assert pool.stats()["retried"] > 0 and sorted(done) == sorted(ps)
     finally:
         pool.shutdown()
