@@ -1,0 +1,173 @@
+"""The busy-engine benchmark: generated tokens/s of a real run on the vLLM backend against raw ``LLM.generate``.
+
+Run: ``PYTHONPATH=. python -m benchmarks.engine_vllm [--problems 64] [--config configs/quickstart.toml]``.
+
+1. A quickstart run (``configs/quickstart.toml`` with ``engine.backend = "vllm"``) on ``--problems`` problems;
+   the driver records every request the run sends to its engines (prompt, prefix, n, max tokens, sampling,
+   seed, stop) by wrapping ``EnginePool.submit``, and every result's completion tokens. Pipeline tokens/s is
+   the generated tokens over the search phase's wall time (``summary.search_wall_s``: engines running, the
+   tree search waiting on them between waves, Ray and the pool in the middle).
+2. The same requests, tokenized as the vLLM backend does (prompt and prefix separately), replayed in this
+   process through ``vllm.LLM.generate`` as ONE batch with the same ``SamplingParams`` and engine arguments:
+   the engine alone, fed everything at once (an upper bound: no wave has to wait for the one before it).
+3. The orchestration cost per request: the same config on the zero-latency ``sim`` engine, requests/s of
+   the search loop (the pipeline's own overhead, with generation free).
+
+The last line is ``pipeline/raw tokens-per-second ratio: X.XX`` (goal >= 0.9 on CPU).
+Extra ``--set key=value`` overrides go to the run config (e.g. ``--set engine.options.gpu_memory_utilization=0.5``
+on a GPU; see configs/vllm_gpu.toml and benchmarks/gpu_check.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster.engine import GenRequest, GenResult
+from cluster.pool import EnginePool
+from cluster.vllm_engine import VLLMConfig, engine_kwargs, has_gpu, sampling_kwargs
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as a script: benchmarks/storage.py would shadow the storage package
+
+CPU_OPTIONS = {"max_model_len": 4096, "gpu_memory_utilization": 0.1}  # 10% of host memory for the KV cache
+
+
+class Recorder:
+    """Every request the pool is asked for (first time per key) and the completion tokens it delivered."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, GenRequest] = {}
+        self.completion_tokens: dict[str, int] = {}
+        self._submit, self._deliver = EnginePool.submit, EnginePool._deliver
+
+    def __enter__(self) -> Recorder:
+        recorder = self
+
+        def submit(pool: EnginePool, requests: list[GenRequest]) -> int:
+            for req in requests:
+                recorder.requests.setdefault(req.request_key, req)
+            return recorder._submit(pool, requests)
+
+        def deliver(pool: EnginePool, key: str, result: GenResult) -> None:
+            recorder.completion_tokens.setdefault(key, result.completion_tokens)
+            return recorder._deliver(pool, key, result)
+
+        EnginePool.submit, EnginePool._deliver = submit, deliver
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        EnginePool.submit, EnginePool._deliver = self._submit, self._deliver
+
+
+def request_record(req: GenRequest) -> dict[str, Any]:
+    return {"request_key": req.request_key, "prompt": req.prompt, "prefix": req.prefix, "n": req.n,
+            "max_new_tokens": req.max_new_tokens, "temperature": req.temperature, "top_p": req.top_p,
+            "seed": req.seed, "stop": list(req.stop)}
+
+
+def run_config(args: argparse.Namespace, backend: str, root: Path) -> Any:
+    from pipelines.config import load_config
+
+    overrides: dict[str, Any] = {"problems.n": args.problems, "storage.root": str(root), "engine.backend": backend}
+    if backend == "vllm":
+        overrides["engine.options"] = dict(CPU_OPTIONS if not has_gpu() else {})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        if key.startswith("engine.options."):
+            if backend != "vllm":  # the sim engine takes none of vLLM's options
+                continue
+            overrides.setdefault("engine.options", {})[key.removeprefix("engine.options.")] = value
+        else:
+            overrides[key] = value
+    return load_config(args.config, overrides)
+
+
+def pipeline_run(args: argparse.Namespace, root: Path) -> tuple[Any, Any, Recorder]:
+    from pipelines.run import execute
+
+    cfg = run_config(args, "vllm", root)
+    with Recorder() as recorder:
+        summary = execute(cfg, run_id="bench-vllm", progress=False, report=False)
+    return cfg, summary, recorder
+
+
+def sim_run(args: argparse.Namespace, root: Path) -> Any:
+    from pipelines.run import execute
+
+    return execute(run_config(args, "sim", root), run_id="bench-sim", progress=False, report=False)
+
+
+def raw_replay(cfg: Any, requests: list[GenRequest]) -> tuple[float, int, int]:
+    """(seconds, generated tokens, samples) of one ``LLM.generate`` over ``requests``, encoded as the backend does."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from cluster.models import resolve_model
+
+    path = str(resolve_model(cfg.engine.model))
+    options = {k: v for k, v in cfg.engine.options.items()}
+    vcfg = VLLMConfig(model=path, **options)
+    kwargs = {k: v for k, v in engine_kwargs(vcfg, has_gpu()).items() if v is not None}
+    tok = AutoTokenizer.from_pretrained(path)
+    bos = tok.bos_token
+
+    def encode(req: GenRequest) -> list[int]:
+        ids = list(tok(req.prompt, add_special_tokens=not (bos and req.prompt.startswith(bos)))["input_ids"])
+        return ids + (list(tok(req.prefix, add_special_tokens=False)["input_ids"]) if req.prefix else [])
+
+    llm = LLM(model=path, **kwargs)
+    prompts = [TokensPrompt(prompt_token_ids=encode(r)) for r in requests]
+    params = [SamplingParams(**sampling_kwargs(r)) for r in requests]
+    llm.generate(prompts[:1], [SamplingParams(max_tokens=2)], use_tqdm=False)  # warm-up
+    start = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(c.token_ids) for o in outputs for c in o.outputs)
+    return seconds, tokens, sum(len(o.outputs) for o in outputs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=64)
+    parser.add_argument("--config", default="configs/quickstart.toml")
+    parser.add_argument("--set", action="append", default=[], help="run config override key=value (JSON value)")
+    parser.add_argument("--record", default="", help="also write the recorded requests to this JSONL file")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="engine_vllm_") as tmp:
+        cfg, summary, rec = pipeline_run(args, Path(tmp) / "vllm")
+        sim = sim_run(args, Path(tmp) / "sim")
+    requests = list(rec.requests.values())
+    if args.record:
+        with open(args.record, "w") as f:
+            for req in requests:
+                f.write(json.dumps(request_record(req)) + "\n")
+    pipe_tokens = sum(rec.completion_tokens.values())
+    pipe_rate = pipe_tokens / summary.search_wall_s
+    raw_s, raw_tokens, raw_samples = raw_replay(cfg, requests)
+    raw_rate = raw_tokens / raw_s
+    sim_rate = sim.meter.requests / sim.search_wall_s
+    print(f"model={cfg.engine.model} gpu={has_gpu()} problems={args.problems} options={dict(cfg.engine.options)}")
+    print(f"recorded requests: {len(requests)} ({sum(r.n for r in requests)} samples, "
+          f"{sum(not r.prefix for r in requests)} without a prefix); the pool counted {summary.meter.requests}")
+    print(f"pipeline: {pipe_tokens} tokens in {summary.search_wall_s:.1f} s search wall "
+          f"({summary.wall_s:.1f} s whole run), engine busy {summary.engine_busy_s:.1f} s: {pipe_rate:.1f} tokens/s")
+    print(f"raw LLM.generate, one batch: {raw_tokens} tokens ({raw_samples} samples) in {raw_s:.1f} s: "
+          f"{raw_rate:.1f} tokens/s")
+    print(f"orchestration (sim engine, zero latency): {sim.meter.requests} requests in {sim.search_wall_s:.2f} s = "
+          f"{sim_rate:.0f} requests/s, {1000 / sim_rate:.2f} ms per request")
+    print(f"pipeline/raw tokens-per-second ratio: {pipe_rate / raw_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
