@@ -72,11 +72,11 @@ def request_record(req: GenRequest) -> dict[str, Any]:
 
 
 def run_config(args: argparse.Namespace, backend: str, root: Path) -> Any:
+    """The config file with ``--set`` overrides; the vLLM run gets CPU-sized options on a CPU, the sim run none."""
     from pipelines.config import load_config
 
     overrides: dict[str, Any] = {"problems.n": args.problems, "storage.root": str(root), "engine.backend": backend}
-    if backend == "vllm":
-        overrides["engine.options"] = dict(CPU_OPTIONS if not has_gpu() else {})
+    options: dict[str, Any] = {}
     for item in args.set:
         key, _, value = item.partition("=")
         try:
@@ -84,12 +84,14 @@ def run_config(args: argparse.Namespace, backend: str, root: Path) -> Any:
         except json.JSONDecodeError:
             pass
         if key.startswith("engine.options."):
-            if backend != "vllm":  # the sim engine takes none of vLLM's options
-                continue
-            overrides.setdefault("engine.options", {})[key.removeprefix("engine.options.")] = value
+            options[key.removeprefix("engine.options.")] = value
         else:
             overrides[key] = value
-    return load_config(args.config, overrides)
+    if backend != "vllm":  # the sim engine takes none of vLLM's options
+        return load_config(args.config, {**overrides, "engine.options": {}})
+    in_file = load_config(args.config, overrides).engine.options
+    defaults = {} if has_gpu() else CPU_OPTIONS
+    return load_config(args.config, {**overrides, "engine.options": {**defaults, **in_file, **options}})
 
 
 def pipeline_run(args: argparse.Namespace, root: Path) -> tuple[Any, Any, Recorder]:
