@@ -1,9 +1,11 @@
 """``openai``: an already running OpenAI-compatible completions server (vLLM, SGLang, llama.cpp) as an engine.
 
 Each ``GenRequest`` becomes one ``POST {base_url}/completions`` (or ``n`` of them with ``split_n``, for servers
-without ``n > 1``), sent from a thread pool bounded by ``max_concurrency``. Transient failures (connection
-errors, timeouts, HTTP 408/429/5xx) are retried with exponential backoff; other HTTP errors fail at once with
-the server's message. Only the standard library is used (``httpx`` is not a dependency).
+without ``n > 1``), sent from a thread pool bounded by ``max_concurrency``. The pool is shared by concurrent
+``agenerate`` calls, which an engine actor awaits directly (as for vLLM): the server batches whatever is in
+flight, and no call waits behind another's slowest request. Transient failures (connection errors, timeouts,
+HTTP 408/429/5xx) are retried with exponential backoff; other HTTP errors fail at once with the server's
+message. Only the standard library is used (``httpx`` is not a dependency).
 
 Why the stop string needs work: servers drop the matched stop string from the text, while the ``Engine``
 contract keeps it, so a child node's prefix ends with its step delimiter. vLLM reports the matched string as
@@ -26,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -93,6 +96,14 @@ class OpenAIEngine:
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         bodies = [self._bodies(req) for req in requests]
         responses = iter(list(self._pool.map(self._post, [body for group in bodies for body in group])))
+        return [self._result(req, [next(responses) for _ in group]) for req, group in zip(requests, bodies, strict=True)]
+
+    async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
+        """``generate`` for an event loop: an actor awaits it directly, so concurrent calls share the HTTP pool
+        (the server batches them) instead of queueing behind one another's slowest request."""
+        bodies = [self._bodies(req) for req in requests]
+        futures = [asyncio.wrap_future(self._pool.submit(self._post, body)) for group in bodies for body in group]
+        responses = iter(await asyncio.gather(*futures))
         return [self._result(req, [next(responses) for _ in group]) for req, group in zip(requests, bodies, strict=True)]
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ it is deterministic in the seed. Knobs make it fail, stall, or omit ``stop_reaso
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from cluster.actors import AsyncEngine
 from cluster.backends import build_engine
 from cluster.engine import GenRequest
 from cluster.openai_engine import EngineHTTPError, OpenAIConfig, OpenAIEngine
@@ -228,3 +230,24 @@ def test_config_rejects_missing_template_unknown_keys_and_bad_urls():
         OpenAIConfig(base_url="localhost:8000", chat_template=TEMPLATE)
     with pytest.raises(TypeError):
         OpenAIConfig(base_url="http://h/v1", chat_template=TEMPLATE, temprature=0.5)  # typo: unknown key
+
+
+def test_concurrent_agenerate_calls_share_the_pool_and_do_not_wait_for_each_other(server):
+    url, b = server
+    b.delay_s, b.delayed = 0.5, 1  # the first call to arrive stalls
+    engine = _engine(url, max_concurrency=4)
+    assert isinstance(engine, AsyncEngine)  # the actor awaits it directly instead of queueing batches
+    slow, fast = [GenRequest("slow", "x" + ASSISTANT)], [GenRequest(f"f{i}", "y" + ASSISTANT) for i in range(3)]
+
+    async def both() -> tuple[list, list, float]:
+        slow_task = asyncio.ensure_future(engine.agenerate(slow))
+        await asyncio.sleep(0.1)  # the slow call is on the server
+        fast_results = await engine.agenerate(fast)
+        done_while_slow_pending = not slow_task.done()
+        return await slow_task, fast_results, done_while_slow_pending
+
+    slow_results, fast_results, overtook = asyncio.run(both())
+    assert overtook  # the second call finished while the first was still in flight
+    assert [r.request_key for r in fast_results] == ["f0", "f1", "f2"] and slow_results[0].request_key == "slow"
+    assert fast_results == engine.generate(fast)  # the same results as the blocking call
+    assert b.max_in_flight >= 2
