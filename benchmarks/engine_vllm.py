@@ -131,10 +131,13 @@ def raw_replay(cfg: Any, requests: list[GenRequest]) -> tuple[float, int, int]:
     llm = LLM(model=path, **kwargs)
     prompts = [TokensPrompt(prompt_token_ids=encode(r)) for r in requests]
     params = [SamplingParams(**sampling_kwargs(r)) for r in requests]
-    llm.generate(prompts[:1], [SamplingParams(max_tokens=2)], use_tqdm=False)  # warm-up
-    start = time.perf_counter()
-    outputs = llm.generate(prompts, params, use_tqdm=False)
-    seconds = time.perf_counter() - start
+    try:
+        llm.generate(prompts[:1], [SamplingParams(max_tokens=2)], use_tqdm=False)  # warm-up
+        start = time.perf_counter()
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        seconds = time.perf_counter() - start
+    finally:
+        llm.llm_engine.engine_core.shutdown()  # else the engine-core process can outlive the script
     tokens = sum(len(c.token_ids) for o in outputs for c in o.outputs)
     return seconds, tokens, sum(len(o.outputs) for o in outputs)
 
