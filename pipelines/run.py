@@ -198,6 +198,8 @@ def actor_spec(cfg: RunConfig) -> ActorSpec:
         engine = {"model": e.model, "max_batch_size": e.max_batch_size, **engine}
     elif e.backend == "vllm":
         engine = {"model": e.model, **engine}
+    elif e.backend == "openai":  # engine.model is the served model's name; max_batch_size bounds calls in flight
+        engine = {"model": e.model, "max_concurrency": e.max_batch_size, **engine}
     elif e.backend == "sim":
         engine = {"delimiter": cfg.sampling.delimiter, **engine}
     return ActorSpec(backend=e.backend, engine=engine, num_cpus=e.num_cpus, num_gpus=e.num_gpus)

@@ -150,8 +150,6 @@ def test_a_small_run_on_the_openai_backend_stores_valid_tables(served, model_dir
     assert (record.status, record.engine, record.model) == ("finished", "openai", SERVED)
 
 
-@pytest.mark.xfail(reason="needs the lead's actor_spec change in pipelines/run.py (engine.model and "
-                          "max_batch_size passed to the openai backend)", strict=False)
 def test_actor_spec_passes_the_served_model_and_concurrency_to_the_openai_backend(model_dir):
     cfg = load_config(None, {"engine.backend": "openai", "engine.model": SERVED, "engine.max_batch_size": 8,
                              "engine.options": {"base_url": "http://127.0.0.1:1/v1", "tokenizer": model_dir}})
