@@ -142,7 +142,8 @@ def test_vllm_engine_uses_cpu_safe_defaults_without_a_gpu(engine):
 def test_vllm_engine_meets_the_engine_contract(engine):
     from tests.engine_contract import check_engine_contract
 
-    check_engine_contract(engine)
+    results = check_engine_contract(engine)
+    assert results and all(r.samples and r.engine_id for r in results)  # every check reached the real engine
 
 
 def test_a_later_request_on_a_computed_prefix_hits_the_prefix_cache(engine):

@@ -34,7 +34,7 @@ class AdaptiveConfig(LabelRules):
     search: str = "binary"  # "binary" | "linear": which steps are probed
     target: str = "hard"  # hard rule only: "hard" stops at the first success, "soft" when the posterior is narrow
     batch: int = 1  # rollouts per probe round
-    max_per_step: int = 8  # failures that make a step bad (hard), or the most rollouts per step
+    max_per_step: int = 6  # failures that make a step bad (hard), or the most rollouts per step
     max_per_solution: int | None = None  # rollout budgets; None = unlimited
     max_per_problem: int | None = None
     width: float = 0.3  # target "soft": stop when the credible interval is narrower than this
