@@ -60,6 +60,21 @@ def step_program(key: str, prompt: str, depth: int = 3, n: int = 2) -> Generator
     return steps
 
 
+def capture_pools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Make ``EnginePool.launch`` record every pool a run launches, so a test can kill its actors mid-run."""
+    from cluster.pool import EnginePool
+
+    pools: list[EnginePool] = []
+    launch = EnginePool.launch.__func__
+
+    def capture(cls, *args, **kwargs):
+        pools.append(launch(cls, *args, **kwargs))
+        return pools[-1]
+
+    monkeypatch.setattr(EnginePool, "launch", classmethod(capture))
+    return pools
+
+
 def programs(prompt_by_key: dict[str, str], **kw: Any) -> Iterator[tuple[str, Any]]:
     return ((k, step_program(k, p, **kw)) for k, p in prompt_by_key.items())
 

@@ -12,6 +12,7 @@ from cluster.pool import EnginePool, PoolConfig, run_programs_async
 from cluster.sim_engine import SimEngine
 from search.program import run_programs
 from tests.cluster_fixtures import (
+    capture_pools,
     programs,
     prompts,
     ray_cluster,  # noqa: F401  (a pytest fixture, used by name)
@@ -79,14 +80,7 @@ def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePoo
     from pipelines.run import execute
     from storage.catalog import Catalog
 
-    pools: list[EnginePool] = []
-    launch = EnginePool.launch.__func__
-
-    def capture(cls, *args, **kwargs):
-        pools.append(launch(cls, *args, **kwargs))
-        return pools[-1]
-
-    monkeypatch.setattr(EnginePool, "launch", classmethod(capture))
+    pools = capture_pools(monkeypatch)
     root = tmp_path / "data"
     cfg = load_config(None, {"storage.root": str(root), "engine.backend": "sim", "engine.replicas": 2,
                              "engine.num_cpus": 0.5,

@@ -14,11 +14,11 @@ import time
 import pytest
 import ray
 
-from cluster.pool import EnginePool
 from pipelines.config import load_config
 from pipelines.run import RunSummary, execute
 from storage.catalog import Catalog
 from storage.runs import read_run
+from tests.cluster_fixtures import capture_pools
 
 pytest.importorskip("vllm")  # only where the Makefile cannot install vLLM (it does on x86-64 Linux)
 
@@ -72,14 +72,7 @@ def test_a_run_on_vllm_stores_every_table_and_validates(undisturbed):
 
 def test_a_killed_vllm_actor_mid_run_stores_the_same_rows_as_an_undisturbed_run(undisturbed, monkeypatch):
     root, _ = undisturbed
-    pools: list[EnginePool] = []
-    launch = EnginePool.launch.__func__
-
-    def capture(cls, *args, **kwargs):
-        pools.append(launch(cls, *args, **kwargs))
-        return pools[-1]
-
-    monkeypatch.setattr(EnginePool, "launch", classmethod(capture))
+    pools = capture_pools(monkeypatch)
     errors: list[BaseException] = []
 
     def run() -> None:
