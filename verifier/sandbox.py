@@ -1,19 +1,23 @@
-"""Run untrusted model-written Python (rStar-style code steps) in a limited child process.
+"""Run untrusted model-written Python (rStar-style code steps) under OS isolation with bubblewrap.
 
-Layers, each cheap and each catching what the others miss:
-- a fresh interpreter (``python -I -S``: no user site, no env vars, no site-packages unless asked), an
-  environment with nothing but thread-count caps, and a temp working dir removed afterwards;
-- kernel limits set by the child on itself before the code runs: RLIMIT_CPU, RLIMIT_AS, RLIMIT_NPROC,
-  RLIMIT_FSIZE, RLIMIT_NOFILE, no core files; plus a private network namespace via ``unshare`` where the
-  kernel allows it (falls back silently otherwise);
-- an audit hook (``sys.addaudithook``) that ends the child the moment code opens a socket, starts a process,
-  forks, loads ctypes, signals another process, or opens a file outside the temp dir (reads of the Python
-  installation are allowed so imports work). Ending the process (not raising) means ``except:`` in the
-  code cannot swallow it;
-- the parent enforces a wall-clock limit on the whole process group and caps what it reads from the pipes.
+The boundary is the kernel, not Python: an earlier design checked the code with an audit hook, which the code
+itself could rewrite (18 of 20 bypasses worked). Each run gets, from ``bwrap``:
+- a fresh mount namespace holding only a read-only interpreter (``sys.base_prefix`` and the system library
+  dirs it links against; no ``/usr/bin``, no ``/etc``, no project, no ``/root``), its own ``/proc`` and a
+  minimal ``/dev``; the only writable place is ``/tmp``, a tmpfs of ``disk_mb`` (total bytes written);
+- its own network (loopback only: nothing on the host's 127.0.0.1 is reachable), PID (the run's processes,
+  ``setsid`` ones included, die with it), IPC, UTS and cgroup namespaces; ``--die-with-parent``;
+- an environment with nothing but thread-count caps.
 
-The limits are set inside the child rather than in ``preexec_fn`` because ``preexec_fn`` is unsafe in
-threaded parents (Ray actors are threaded).
+Inside, a short trusted bootstrap sets the rlimits (CPU, address space, file size, open files, processes, no
+core files), then gives up root for good: as root it switches to a uid of its own (no capabilities left, no
+``no_new_privs`` escape) so that RLIMIT_NPROC counts only this run's processes, since the kernel never
+applies that limit to uid 0, even mapped to ``nobody`` in a user namespace. Run as a normal user, bwrap
+makes the user namespace itself (``--unshare-user --disable-userns``) and the bootstrap keeps that uid.
+
+Verdicts are decided from how the process ended, never from measured CPU time (which under load lags the
+kernel's own accounting): SIGXCPU, or SIGKILL from the CPU hard limit, is ``"timeout"``, as is the wall clock.
+Without bwrap nothing runs: the verdict is ``"error"`` with ``"sandbox unavailable: install bubblewrap"``.
 
 >>> run_python("print(sum(range(10)))").stdout
 '45\\n'
@@ -21,86 +25,48 @@ threaded parents (Ray actors are threaded).
 
 from __future__ import annotations
 
+import itertools
 import os
 import selectors
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
-FORBIDDEN_EXIT = 86  # exit status the audit hook uses; paired with FORBIDDEN_MARK on stderr
 MEMORY_EXIT = 87  # exit status of the bootstrap on MemoryError
-FORBIDDEN_MARK = "sandbox: forbidden"
 READ_CHUNK = 65536  # bytes per pipe read
 THREAD_CAPS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-VERDICTS = ("ok", "error", "timeout", "cpu_limit", "memory_limit", "output_limit", "forbidden")
+VERDICTS = ("ok", "error", "timeout", "memory_limit", "output_limit")
+UNAVAILABLE = "sandbox unavailable: install bubblewrap (apt-get install bubblewrap, or bash .ci/install_sandbox.sh)"
+CODE_PATH = "/sandbox/main.py"  # where the code file appears inside, read-only (tracebacks quote its lines)
+WORKDIR = "/tmp"  # the writable tmpfs and the code's cwd
+SYSTEM_LIB_DIRS = ("/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib64")  # libc, libm, libffi, ...
+# Run as root, each run switches to its own uid from this range, so no two runs share an RLIMIT_NPROC count.
+UID_BASE = 1 << 24  # above any uid an ordinary system hands out (65534 is nobody)
+_run_ids = itertools.count()
 
-# The child's bootstrap. It receives (code file, cpu s, memory bytes, file bytes, allow-network flag) in
-# argv, limits itself, installs the audit hook, then executes the code as __main__.
+# The bootstrap, run by the sandboxed interpreter: argv is (cpu s, memory bytes, file bytes, processes, uid),
+# uid -1 meaning "keep the current one". It reads the code, limits itself, drops root, then runs the code.
 _BOOTSTRAP = r'''
-import os, resource, sys, sysconfig
-code_path, cpu_s, mem_b, fsize_b, isolate_net = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
-if isolate_net:
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
-            libc.unshare(0x10000000 | 0x40000000)  # CLONE_NEWUSER | CLONE_NEWNET (unprivileged)
-        del ctypes, libc
-    except Exception:
-        pass
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-resource.setrlimit(resource.RLIMIT_AS, (mem_b, mem_b))
-resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_b, fsize_b))
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-work = os.path.realpath(os.getcwd())
-roots = {os.path.realpath(p) for p in sys.path if p}
-roots |= {os.path.realpath(p) for k, p in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib")}
-roots = tuple(r + os.sep for r in roots)
-BANNED = ("socket.", "subprocess.", "os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn",
-          "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.", "pty.", "os.startfile", "resource.setrlimit",
-          "resource.prlimit", "sys.remote_exec", "os.chroot", "os.putenv", "os.unsetenv")
-BANNED_MODULES = {"ctypes", "_ctypes", "_posixsubprocess", "socket", "_socket", "pty", "multiprocessing"}
-PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.listdir", "os.scandir", "os.chmod",
-               "os.chown", "os.link", "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "os.chdir"}
-def _deny(event, detail):
-    os.write(2, ("\n%s %s %s\n" % ("sandbox: forbidden", event, detail)).encode(errors="replace")[:500])
-    os._exit(86)
-def _inside(path, write):
-    if isinstance(path, int):
-        return True
-    try:
-        full = os.path.realpath(os.path.join(work, os.fsdecode(path)))
-    except Exception:
-        return False
-    if full == work or full.startswith(work + os.sep):
-        return True
-    return not write and (full + os.sep).startswith(roots)
-def _hook(event, args):
-    if event.startswith(BANNED):
-        _deny(event, "")
-    elif event == "import" and args[0].split(".")[0] in BANNED_MODULES:
-        _deny(event, args[0])
-    elif event == "open":
-        path, mode, flags = args
-        write = (mode is not None and any(c in mode for c in "wax+")) or bool((flags or 0) & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND))
-        if path is not None and not _inside(path, write):
-            _deny(event, path)
-    elif event in PATH_EVENTS and args and not _inside(args[0], event not in ("os.listdir", "os.scandir")):
-        _deny(event, args[0])
-with open(code_path, encoding="utf-8", errors="replace") as f:
+import os, resource, sys
+cpu_s, mem_b, fsize_b, nproc, uid = map(int, sys.argv[1:6])
+with open("/sandbox/main.py", encoding="utf-8", errors="replace") as f:
     source = f.read()
-del sysconfig, resource
-sys.addaudithook(_hook)
-sys.argv = ["main.py"]
+for limit, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_AS, mem_b), (resource.RLIMIT_FSIZE, fsize_b),
+                     (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_NPROC, nproc)):
+    resource.setrlimit(limit, (value, value))
+resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+if uid >= 0:
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+del resource, cpu_s, mem_b, fsize_b, nproc, uid, f
+sys.argv = ["/sandbox/main.py"]
 glb = {"__name__": "__main__", "__builtins__": __builtins__}
 try:
-    exec(compile(source, "main.py", "exec"), glb)
+    exec(compile(source, "/sandbox/main.py", "exec"), glb)
 except MemoryError:
     os.write(2, b"\nMemoryError\n")
     os._exit(87)
@@ -114,6 +80,74 @@ class SandboxResult:
     stderr: str
     returncode: int | None  # negative: killed by that signal; None if it never started
     duration_s: float
+
+
+def _interpreter() -> tuple[str, list[str]]:
+    """The real interpreter binary and the bwrap arguments that make it (and only it) visible, read-only."""
+    exe = os.path.realpath(sys.executable)  # a venv's python is a symlink to the base interpreter
+    args: list[str] = []
+    for path in SYSTEM_LIB_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    prefix = os.path.realpath(sys.base_prefix)
+    if prefix not in ("/", "/usr"):  # a system python's stdlib is under /usr/lib, already bound
+        args += ["--ro-bind", prefix, prefix]
+    if not exe.startswith(prefix + os.sep) or prefix in ("/", "/usr"):
+        args += ["--ro-bind", exe, exe]
+    return exe, args
+
+
+def _parent_dirs(binds: list[str]) -> list[str]:
+    """``--dir`` arguments making every mount point's parents traversable: bwrap creates them mode 0700,
+    which the unprivileged code could not pass through."""
+    dests = [binds[i + 2] for i, arg in enumerate(binds) if arg in ("--ro-bind", "--symlink")]
+    parents = {os.path.dirname(d) for d in dests}
+    ancestors: set[str] = set()
+    for parent in parents:
+        while parent not in ("/", ""):
+            ancestors.add(parent)
+            parent = os.path.dirname(parent)
+    return [a for path in sorted(ancestors, key=len) for a in ("--perms", "0755", "--dir", path)]
+
+
+def _site_packages() -> list[str]:
+    """Installed-package dirs on the parent's path (for ``allow_site_packages``), outside the project."""
+    project = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    dirs = []
+    for path in sys.path:
+        real = os.path.realpath(path) if path else ""
+        if os.path.basename(real) in ("site-packages", "dist-packages") and os.path.isdir(real) \
+                and not real.startswith(project + os.sep) and real not in dirs:
+            dirs.append(real)
+    return dirs
+
+
+def _argv(bwrap: str, cpu_s: int, memory_mb: int, file_size_mb: int, disk_mb: int, max_processes: int,
+          allow_site_packages: bool, code_fd: int) -> list[str]:
+    exe, binds = _interpreter()
+    flags = ["-I", "-S"]
+    bootstrap = _BOOTSTRAP
+    if allow_site_packages:
+        dirs = _site_packages()
+        for path in dirs:
+            binds += ["--ro-bind", path, path]
+        bootstrap = f"import sys\nsys.path += {dirs!r}\n" + bootstrap  # plain dirs: no .pth code runs
+    if os.geteuid() == 0:  # bwrap keeps root inside; the bootstrap needs setuid/setgid once, then drops all
+        uid = UID_BASE + (os.getpid() << 8) % (1 << 30) + next(_run_ids) % 256
+        privilege = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:  # an unprivileged user: bwrap needs a user namespace, and no nested ones are allowed
+        uid = -1
+        privilege = ["--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"]
+    return [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            *privilege, "--die-with-parent", "--new-session", "--clearenv",
+            *itertools.chain.from_iterable(("--setenv", k, v) for k, v in THREAD_CAPS.items()),
+            *_parent_dirs(binds), *binds, "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", str(disk_mb * 2**20), "--tmpfs", WORKDIR, "--chdir", WORKDIR,
+            "--perms", "0444", "--ro-bind-data", str(code_fd), CODE_PATH, "--remount-ro", "/",
+            exe, *flags, "-c", bootstrap, str(cpu_s), str(memory_mb * 2**20), str(file_size_mb * 2**20),
+            str(max_processes), str(uid)]
 
 
 def _read_capped(proc: subprocess.Popen[bytes], deadline: float, max_output: int) -> tuple[bytes, bytes, str | None]:
@@ -138,21 +172,15 @@ def _read_capped(proc: subprocess.Popen[bytes], deadline: float, max_output: int
     return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), None
 
 
-def _reap(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, os.struct_rusage, str | None]:
-    """Wait for the child (it may close its pipes and keep running) until ``deadline``, then kill it.
-
-    Uses ``os.wait4`` rather than ``Popen.wait`` to get the child's CPU time (to tell cpu_limit apart).
-    """
-    late = None
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage, late
-        if time.monotonic() >= deadline and late is None:
-            late = "timeout"
-            _kill_group(proc)
-        time.sleep(0.005)
+def _wait(proc: subprocess.Popen[bytes], deadline: float) -> str | None:
+    """Wait for bwrap until ``deadline``, then kill it (its PID namespace, and so every process in it, dies too)."""
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        return None
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        proc.wait()
+        return "timeout"
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -162,59 +190,63 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def _classify(stopped: str | None, returncode: int, cpu_used_s: float, cpu_s: float, stderr: str) -> str:
-    """Verdict from how the child ended; the parent's own reason to stop it wins."""
+def _returncode(status: int) -> int:
+    """bwrap reports a child killed by signal N as exit status 128 + N; give it back as -N, like subprocess."""
+    return -(status - 128) if 128 < status < 128 + signal.NSIG else status
+
+
+def _classify(stopped: str | None, returncode: int) -> str:
+    """Verdict from how the run ended; the parent's own reason to stop it wins."""
     if stopped is not None:
         return stopped
-    if returncode == FORBIDDEN_EXIT and FORBIDDEN_MARK in stderr:
-        return "forbidden"
+    if returncode in (-signal.SIGXCPU, -signal.SIGKILL):  # CPU soft limit, then (if SIGXCPU is ignored) hard
+        return "timeout"
     if returncode == MEMORY_EXIT:
         return "memory_limit"
-    if returncode in (-signal.SIGXCPU, -signal.SIGKILL) and cpu_used_s >= cpu_s - 0.05:
-        return "cpu_limit"
     if returncode == -signal.SIGXFSZ:
         return "output_limit"
     return "ok" if returncode == 0 else "error"
 
 
 def run_python(code: str, *, timeout_s: float = 5.0, cpu_s: float = 4.0, memory_mb: int = 512,
-               max_output: int = 1_000_000, file_size_mb: int = 16, isolate_network: bool = True,
+               max_output: int = 1_000_000, file_size_mb: int = 16, disk_mb: int = 64, max_processes: int = 16,
                allow_site_packages: bool = False) -> SandboxResult:
-    """Run ``code`` in a fresh limited interpreter; never raises for anything the code does.
+    """Run ``code`` in a fresh sandboxed interpreter; never raises for anything the code does.
 
-    ``timeout_s`` is wall clock for the whole process group; ``cpu_s`` is CPU seconds (RLIMIT_CPU, whole
-    seconds, at least 1); ``memory_mb`` caps the address space; ``max_output`` caps bytes read from each of
-    stdout and stderr; ``allow_site_packages`` makes installed packages (sympy, numpy) importable.
+    ``timeout_s`` is wall clock for the whole sandbox; ``cpu_s`` is CPU seconds per process (RLIMIT_CPU, whole
+    seconds, at least 1); ``memory_mb`` caps each process's address space; ``max_output`` caps bytes read from
+    each of stdout and stderr; ``file_size_mb`` caps one file and ``disk_mb`` all files written; at most
+    ``max_processes`` processes and threads; ``allow_site_packages`` makes installed packages (sympy, numpy)
+    importable, read-only.
     """
-    workdir = tempfile.mkdtemp(prefix="tracemill-sandbox-")
     start = time.monotonic()
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return SandboxResult("error", "", UNAVAILABLE, None, 0.0)
+    code_fd = os.memfd_create("tracemill-sandbox-code")
     try:
-        code_path = os.path.join(workdir, "main.py")
-        with open(code_path, "w", encoding="utf-8", errors="surrogatepass") as f:
-            f.write(code)
-        flags = ["-I"] + ([] if allow_site_packages else ["-S"])
-        argv = [sys.executable, *flags, "-c", _BOOTSTRAP, code_path, str(max(1, int(cpu_s))),
-                str(memory_mb * 2**20), str(file_size_mb * 2**20), "1" if isolate_network else "0"]
-        proc = subprocess.Popen(argv, cwd=workdir, env=dict(THREAD_CAPS), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                close_fds=True)
-        try:
-            out, err, stopped = _read_capped(proc, start + timeout_s, max_output)
-            if stopped is not None:
-                _kill_group(proc)
-            status, usage, late = _reap(proc, start + timeout_s)
-            stopped = stopped or late
-        finally:
-            _kill_group(proc)  # on any exit path, and grandchildren that outlived the child
-            if proc.returncode is None:
-                status, usage, _ = _reap(proc, time.monotonic())
-            proc.stdout.close()  # type: ignore[union-attr]
-            proc.stderr.close()  # type: ignore[union-attr]
-        stderr = err.decode("utf-8", errors="replace")
-        verdict = _classify(stopped, status, usage.ru_utime + usage.ru_stime, max(1, int(cpu_s)), stderr)
-        return SandboxResult(verdict, out.decode("utf-8", errors="replace"), stderr, proc.returncode,
-                             time.monotonic() - start)
-    except OSError as exc:  # could not even start (fd limits, missing interpreter)
+        os.write(code_fd, code.encode("utf-8", errors="surrogatepass"))
+        os.lseek(code_fd, 0, os.SEEK_SET)
+        argv = _argv(bwrap, max(1, int(cpu_s)), memory_mb, file_size_mb, disk_mb, max_processes,
+                     allow_site_packages, code_fd)
+        proc = subprocess.Popen(argv, env=dict(THREAD_CAPS), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True, pass_fds=(code_fd,))
+    except OSError as exc:  # could not even start (fd limits, a broken bwrap)
         return SandboxResult("error", "", f"sandbox failed to start: {exc}", None, time.monotonic() - start)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        os.close(code_fd)
+    try:
+        out, err, stopped = _read_capped(proc, start + timeout_s, max_output)
+        if stopped is not None:
+            _kill_group(proc)
+        late = _wait(proc, start + timeout_s)
+        stopped = stopped or late
+    finally:
+        if proc.returncode is None:  # an exception above: never leave a sandbox running
+            _kill_group(proc)
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    returncode = _returncode(proc.returncode)
+    return SandboxResult(_classify(stopped, returncode), out.decode("utf-8", errors="replace"),
+                         err.decode("utf-8", errors="replace"), returncode, time.monotonic() - start)
