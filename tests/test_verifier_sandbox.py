@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -78,7 +79,8 @@ def test_there_is_no_network() -> None:
 
 
 def test_output_is_capped() -> None:
-    result = run_python("import sys\nsys.stdout.write('x' * (100 * 2**20))", max_output=1_000_000)
+    # a generous wall clock: on a loaded machine the 100 MB string alone can take seconds to build
+    result = run_python("import sys\nsys.stdout.write('x' * (100 * 2**20))", max_output=1_000_000, timeout_s=60)
     assert result.verdict == "output_limit"
     assert len(result.stdout) <= 1_000_001
 
@@ -94,3 +96,42 @@ def test_files_written_stay_in_the_sandbox(tmp_path) -> None:
 def test_nonzero_exit_is_error_with_its_code() -> None:
     result = run_python("import sys\nsys.exit(3)")
     assert (result.verdict, result.returncode) == ("error", 3) and result.verdict in VERDICTS
+
+
+def test_without_bubblewrap_nothing_runs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # never falls back to running the code unsandboxed: the marker it would write on the host stays absent
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    marker = tmp_path / "ran.txt"
+    result = run_python(f"open({str(marker)!r}, 'w').write('unsandboxed')")
+    assert (result.verdict, result.returncode) == ("error", None)
+    assert result.stderr.startswith("sandbox unavailable: install bubblewrap")
+    assert not marker.exists()
+
+
+def test_one_file_over_file_size_mb_is_an_output_limit() -> None:
+    result = run_python("open('big', 'wb').write(b'x' * 3 * 2**20)", file_size_mb=2)
+    assert (result.verdict, result.returncode) == ("output_limit", -signal.SIGXFSZ)
+
+
+def test_disk_mb_caps_all_files_together() -> None:
+    code = ("n = 0\ntry:\n    for i in range(8):\n        open(f'f{i}', 'wb').write(b'x' * 2**20)\n        n += 1\n"
+            "except OSError as e:\n    print(n, e.strerror)")
+    assert run_python(code, file_size_mb=2, disk_mb=4).stdout == "4 No space left on device\n"
+
+
+def test_max_processes_caps_processes_and_threads() -> None:
+    code = ("import threading, time\nn = 0\ntry:\n    for _ in range(20):\n"
+            "        threading.Thread(target=time.sleep, args=(2,), daemon=True).start()\n        n += 1\n"
+            "except RuntimeError:\n    pass\nprint(n)")
+    assert run_python(code, max_processes=4).stdout == "3\n"  # the main thread is the 4th
+
+
+def test_concurrent_runs_do_not_share_a_process_budget() -> None:
+    # each run has a uid of its own, so RLIMIT_NPROC counts only its own processes: 4 runs x 10 children fit
+    # under max_processes=12 each, though together they hold 44 processes
+    code = ("import os, time\npids = []\nfor _ in range(10):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        time.sleep(1.5)\n        os._exit(0)\n    pids.append(pid)\nfor pid in pids:\n"
+            "    os.waitpid(pid, 0)\nprint(len(pids))")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: run_python(code, max_processes=12, timeout_s=30), range(4)))
+    assert [(r.verdict, r.stdout) for r in results] == [("ok", "10\n")] * 4

@@ -50,7 +50,7 @@ _run_ids = itertools.count()
 # The bootstrap, run by the sandboxed interpreter: argv is (cpu s, memory bytes, file bytes, processes, uid),
 # uid -1 meaning "keep the current one". It reads the code, limits itself, drops root, then runs the code.
 _BOOTSTRAP = r'''
-import os, resource, sys
+import os, resource, signal, sys
 cpu_s, mem_b, fsize_b, nproc, uid = map(int, sys.argv[1:6])
 with open("/sandbox/main.py", encoding="utf-8", errors="replace") as f:
     source = f.read()
@@ -58,11 +58,12 @@ for limit, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_AS, mem_b), (re
                      (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_NPROC, nproc)):
     resource.setrlimit(limit, (value, value))
 resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; a file over the limit ends the run instead
 if uid >= 0:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
-del resource, cpu_s, mem_b, fsize_b, nproc, uid, f
+del resource, signal, cpu_s, mem_b, fsize_b, nproc, uid, f
 sys.argv = ["/sandbox/main.py"]
 glb = {"__name__": "__main__", "__builtins__": __builtins__}
 try:
