@@ -25,11 +25,15 @@ Without bwrap nothing runs: the verdict is ``"error"`` with ``"sandbox unavailab
 
 from __future__ import annotations
 
+import errno
+import functools
 import itertools
 import os
+import platform
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -43,6 +47,22 @@ UNAVAILABLE = "sandbox unavailable: install bubblewrap (apt-get install bubblewr
 CODE_PATH = "/sandbox/main.py"  # where the code file appears inside, read-only (tracebacks quote its lines)
 WORKDIR = "/tmp"  # the writable tmpfs and the code's cwd
 SYSTEM_LIB_DIRS = ("/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib64")  # libc, libm, libffi, ...
+# A seccomp filter (x86-64 only; elsewhere the namespaces and the dropped uid stand alone) refuses with EPERM the
+# syscalls that reach past the namespaces or widen the kernel's attack surface, even from a nested user
+# namespace (itself refused: clone/unshare with any CLONE_NEW* flag); clone3 gets ENOSYS, as container runtimes
+# do, since its flags cannot be inspected, and libc then falls back to clone. Numbers from asm/unistd_64.h.
+SECCOMP_DENY_X86_64 = {
+    "ptrace": 101, "syslog": 103, "pivot_root": 155, "chroot": 161, "acct": 163, "mount": 165, "umount2": 166,
+    "swapon": 167, "swapoff": 168, "reboot": 169, "init_module": 175, "delete_module": 176, "quotactl": 179,
+    "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250, "perf_event_open": 298,
+    "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
+    "process_vm_writev": 311, "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429,
+    "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+}
+NR_CLONE, NR_UNSHARE, NR_CLONE3 = 56, 272, 435
+CLONE_NEW_ANY = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+CLONE_NEWTIME = 0x80  # unshare only: in clone's flags these low bits are the exit signal
 # Run as root, each run switches to its own uid from this range, so no two runs share an RLIMIT_NPROC count.
 UID_BASE = 1 << 24  # above any uid an ordinary system hands out (65534 is nobody)
 _run_ids = itertools.count()
@@ -83,7 +103,8 @@ class SandboxResult:
     duration_s: float
 
 
-def _interpreter() -> tuple[str, list[str]]:
+@functools.cache
+def _interpreter() -> tuple[str, tuple[str, ...]]:
     """The real interpreter binary and the bwrap arguments that make it (and only it) visible, read-only."""
     exe = os.path.realpath(sys.executable)  # a venv's python is a symlink to the base interpreter
     args: list[str] = []
@@ -97,7 +118,33 @@ def _interpreter() -> tuple[str, list[str]]:
         args += ["--ro-bind", prefix, prefix]
     if not exe.startswith(prefix + os.sep) or prefix in ("/", "/usr"):
         args += ["--ro-bind", exe, exe]
-    return exe, args
+    return exe, tuple(args)
+
+
+@functools.cache
+def _seccomp_filter() -> bytes:
+    """The classic-BPF program (``struct sock_filter[]``) bwrap loads from ``--seccomp``; empty off x86-64."""
+    if platform.machine() != "x86_64":
+        return b""
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ/JGE/JSET|K, BPF_RET|K
+    nxt = 0  # a relative jump of 0: fall through to the next instruction
+    prog: list[tuple[int, int | str, int | str, int]] = [
+        (ld, 0, 0, 4), (jeq, nxt, "kill", 0xC000003E),  # seccomp_data.arch == AUDIT_ARCH_X86_64, else kill
+        (ld, 0, 0, 0), (jge, "eperm", nxt, 0x40000000),  # seccomp_data.nr; the x32 ABI is refused whole
+        (jeq, "enosys", nxt, NR_CLONE3),
+    ]
+    for nr, flags in ((NR_CLONE, CLONE_NEW_ANY), (NR_UNSHARE, CLONE_NEW_ANY | CLONE_NEWTIME)):
+        prog += [(jeq, nxt, 2, nr), (ld, 0, 0, 16), (jset, "eperm", "allow", flags)]  # args[0], low 32 bits
+    prog += [(jeq, "eperm", nxt, nr) for nr in SECCOMP_DENY_X86_64.values()]
+    returns = {"allow": 0x7FFF0000, "eperm": 0x00050000 | errno.EPERM, "enosys": 0x00050000 | errno.ENOSYS,
+               "kill": 0x80000000}  # SECCOMP_RET_ALLOW, _ERRNO | errno, _KILL_PROCESS
+    at = {label: len(prog) + i for i, label in enumerate(returns)}
+    prog += [(ret, 0, 0, value) for value in returns.values()]
+
+    def offset(i: int, target: int | str) -> int:
+        return at[target] - i - 1 if isinstance(target, str) else target
+
+    return b"".join(struct.pack("HBBI", code, offset(i, jt), offset(i, jf), k) for i, (code, jt, jf, k) in enumerate(prog))
 
 
 def _parent_dirs(binds: list[str]) -> list[str]:
@@ -126,8 +173,9 @@ def _site_packages() -> list[str]:
 
 
 def _argv(bwrap: str, cpu_s: int, memory_mb: int, file_size_mb: int, disk_mb: int, max_processes: int,
-          allow_site_packages: bool, code_fd: int) -> list[str]:
-    exe, binds = _interpreter()
+          allow_site_packages: bool, code_fd: int, seccomp_fd: int | None) -> list[str]:
+    exe, interpreter_binds = _interpreter()
+    binds = list(interpreter_binds)
     flags = ["-I", "-S"]
     bootstrap = _BOOTSTRAP
     if allow_site_packages:
@@ -147,8 +195,21 @@ def _argv(bwrap: str, cpu_s: int, memory_mb: int, file_size_mb: int, disk_mb: in
             *_parent_dirs(binds), *binds, "--proc", "/proc", "--dev", "/dev",
             "--perms", "1777", "--size", str(disk_mb * 2**20), "--tmpfs", WORKDIR, "--chdir", WORKDIR,
             "--perms", "0444", "--ro-bind-data", str(code_fd), CODE_PATH, "--remount-ro", "/",
+            *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
             exe, *flags, "-c", bootstrap, str(cpu_s), str(memory_mb * 2**20), str(file_size_mb * 2**20),
             str(max_processes), str(uid)]
+
+
+def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data``, positioned at its start, for bwrap to read."""
+    fd = os.memfd_create(name)
+    try:
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_capped(proc: subprocess.Popen[bytes], deadline: float, max_output: int) -> tuple[bytes, bytes, str | None]:
@@ -224,18 +285,20 @@ def run_python(code: str, *, timeout_s: float = 5.0, cpu_s: float = 4.0, memory_
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return SandboxResult("error", "", UNAVAILABLE, None, 0.0)
-    code_fd = os.memfd_create("tracemill-sandbox-code")
+    fds: list[int] = []  # what bwrap reads: the code, then the seccomp filter
     try:
-        os.write(code_fd, code.encode("utf-8", errors="surrogatepass"))
-        os.lseek(code_fd, 0, os.SEEK_SET)
+        fds.append(_memfd("tracemill-sandbox-code", code.encode("utf-8", errors="surrogatepass")))
+        if seccomp := _seccomp_filter():
+            fds.append(_memfd("tracemill-sandbox-seccomp", seccomp))
         argv = _argv(bwrap, max(1, int(cpu_s)), memory_mb, file_size_mb, disk_mb, max_processes,
-                     allow_site_packages, code_fd)
+                     allow_site_packages, fds[0], fds[1] if seccomp else None)
         proc = subprocess.Popen(argv, env=dict(THREAD_CAPS), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, pass_fds=(code_fd,))
+                                stderr=subprocess.PIPE, start_new_session=True, pass_fds=fds)
     except OSError as exc:  # could not even start (fd limits, a broken bwrap)
         return SandboxResult("error", "", f"sandbox failed to start: {exc}", None, time.monotonic() - start)
     finally:
-        os.close(code_fd)
+        for fd in fds:
+            os.close(fd)
     try:
         out, err, stopped = _read_capped(proc, start + timeout_s, max_output)
         if stopped is not None:
