@@ -191,11 +191,13 @@ def test_a_host_abstract_unix_socket_is_unreachable() -> None:
         server.close()
 
 
-def test_setsid_children_do_not_survive_the_run() -> None:
+@pytest.mark.parametrize("ending", ["exits", "is killed at the wall clock"])
+def test_setsid_children_do_not_survive_the_run(ending: str) -> None:
     # A marker only the sandboxed processes carry in their command line: the bootstrap's memory argument.
-    memory_mb = 347
+    memory_mb = 347 if ending == "exits" else 349
     marker = f"\0{memory_mb * 2**20}\0".encode()
-    result = attack("""
+    hang = ending != "exits"
+    result = attack(f"""
         import os, time
         started = 0
         for _ in range(60):
@@ -210,8 +212,11 @@ def test_setsid_children_do_not_survive_the_run() -> None:
                 os._exit(0)
             os.waitpid(pid, 0)
             started += 1
-        print("started", started)
+        print("started", started, flush=True)
+        if {hang}:
+            time.sleep(60)
     """, memory_mb=memory_mb, timeout_s=10)
+    assert result.verdict == ("timeout" if hang else "ok")
     assert "started" in result.stdout and int(result.stdout.split()[1]) > 0  # the attack itself ran
     survivors = []
     for pid in filter(str.isdigit, os.listdir("/proc")):

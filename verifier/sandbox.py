@@ -271,15 +271,15 @@ def _classify(stopped: str | None, returncode: int) -> str:
 
 
 def run_python(code: str, *, timeout_s: float = 5.0, cpu_s: float = 4.0, memory_mb: int = 512,
-               max_output: int = 1_000_000, file_size_mb: int = 16, disk_mb: int = 64, max_processes: int = 16,
+               max_output: int = 1_000_000, file_size_mb: int = 16, disk_mb: int = 64, max_processes: int = 8,
                allow_site_packages: bool = False) -> SandboxResult:
     """Run ``code`` in a fresh sandboxed interpreter; never raises for anything the code does.
 
     ``timeout_s`` is wall clock for the whole sandbox; ``cpu_s`` is CPU seconds per process (RLIMIT_CPU, whole
     seconds, at least 1); ``memory_mb`` caps each process's address space; ``max_output`` caps bytes read from
     each of stdout and stderr; ``file_size_mb`` caps one file and ``disk_mb`` all files written; at most
-    ``max_processes`` processes and threads; ``allow_site_packages`` makes installed packages (sympy, numpy)
-    importable, read-only.
+    ``max_processes`` processes and threads (so at most ``max_processes * memory_mb`` of memory);
+    ``allow_site_packages`` makes installed packages (sympy, numpy) importable, read-only.
     """
     start = time.monotonic()
     bwrap = shutil.which("bwrap")
