@@ -3,17 +3,19 @@
 The boundary is the kernel, not Python: an earlier design checked the code with an audit hook, which the code
 itself could rewrite (18 of 20 bypasses worked). Each run gets, from ``bwrap``:
 - a fresh mount namespace holding only a read-only interpreter (``sys.base_prefix`` and the system library
-  dirs it links against; no ``/usr/bin``, no ``/etc``, no project, no ``/root``), its own ``/proc`` and a
-  minimal ``/dev``; the only writable place is ``/tmp``, a tmpfs of ``disk_mb`` (total bytes written);
+  dirs it links against; no ``/usr/bin``, no ``/etc``, no project, nothing else of ``/root``), its own
+  ``/proc`` and a minimal ``/dev``; the only writable place is ``/tmp``, a tmpfs of ``disk_mb`` (all bytes
+  written together);
 - its own network (loopback only: nothing on the host's 127.0.0.1 is reachable), PID (the run's processes,
   ``setsid`` ones included, die with it), IPC, UTS and cgroup namespaces; ``--die-with-parent``;
-- an environment with nothing but thread-count caps.
+- an environment with nothing but thread-count caps, and (on x86-64) a seccomp filter, below.
 
 Inside, a short trusted bootstrap sets the rlimits (CPU, address space, file size, open files, processes, no
-core files), then gives up root for good: as root it switches to a uid of its own (no capabilities left, no
-``no_new_privs`` escape) so that RLIMIT_NPROC counts only this run's processes, since the kernel never
-applies that limit to uid 0, even mapped to ``nobody`` in a user namespace. Run as a normal user, bwrap
-makes the user namespace itself (``--unshare-user --disable-userns``) and the bootstrap keeps that uid.
+core files), then gives up root for good: run as root, it switches to a uid of its own, losing every
+capability (bwrap's ``no_new_privs`` keeps an exec from regaining any), so that RLIMIT_NPROC counts only this
+run's processes: the kernel never applies that limit to host uid 0, even when a user namespace shows it as
+``nobody``. Run as a normal user, bwrap makes a user namespace (``--unshare-user --disable-userns``) and the
+bootstrap keeps that uid.
 
 Verdicts are decided from how the process ended, never from measured CPU time (which under load lags the
 kernel's own accounting): SIGXCPU, or SIGKILL from the CPU hard limit, is ``"timeout"``, as is the wall clock.
