@@ -187,9 +187,11 @@ def _argv(bwrap: str, cpu_s: int, memory_mb: int, file_size_mb: int, disk_mb: in
         bootstrap = f"import sys\nsys.path += {dirs!r}\n" + bootstrap  # plain dirs: no .pth code runs
     if os.geteuid() == 0:  # bwrap keeps root inside; the bootstrap needs setuid/setgid once, then drops all
         uid = UID_BASE + (os.getpid() << 8) % (1 << 30) + next(_run_ids) % 256
+        nproc = max_processes
         privilege = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:  # an unprivileged user: bwrap needs a user namespace, and no nested ones are allowed
         uid = -1
+        nproc = max_processes + 1  # bwrap's own init (PID 1 inside) runs as the same uid and counts too
         privilege = ["--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"]
     return [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             *privilege, "--die-with-parent", "--new-session", "--clearenv",
@@ -199,7 +201,7 @@ def _argv(bwrap: str, cpu_s: int, memory_mb: int, file_size_mb: int, disk_mb: in
             "--perms", "0444", "--ro-bind-data", str(code_fd), CODE_PATH, "--remount-ro", "/",
             *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
             exe, *flags, "-c", bootstrap, str(cpu_s), str(memory_mb * 2**20), str(file_size_mb * 2**20),
-            str(max_processes), str(uid)]
+            str(nproc), str(uid)]
 
 
 def _memfd(name: str, data: bytes) -> int:
