@@ -446,3 +446,36 @@ def test_nothing_but_the_interpreter_is_mounted() -> None:
     interpreter_root = Path(sys.base_prefix).resolve().parts[1]  # "root" for pyenv, "usr" for a system python
     allowed = {"dev", "lib", "lib32", "lib64", "proc", "sandbox", "tmp", "usr", interpreter_root}
     assert set(ast.literal_eval(result.stdout)) <= allowed
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK),
+                    reason="needs root to start a caller as nobody, and a system python nobody can run")
+def test_a_normal_user_gets_the_same_sandbox() -> None:
+    # Not root, bwrap makes a user namespace itself; the system python also takes the /usr-prefix branch.
+    repo = Path(__file__).resolve().parents[1]
+    driver = f"""
+import sys
+sys.path.insert(0, {str(repo)!r})
+from verifier.sandbox import run_python
+code = '''
+import ctypes, os
+print(os.getuid(), os.path.exists("/etc/passwd"), ctypes.CDLL(None).unshare(0x10000000))
+n = 0
+try:
+    for _ in range(20):
+        if os.fork() == 0:
+            import time; time.sleep(2); os._exit(0)
+        n += 1
+except OSError:
+    pass
+print(n)
+'''
+result = run_python(code, max_processes=4, timeout_s=30)
+print(result.verdict, result.stdout.split())
+"""
+    proc = subprocess.run([SYSTEM_PYTHON, "-I", "-c", driver], user=65534, group=65534, extra_groups=[],
+                          capture_output=True, text=True, cwd="/", timeout=120)
+    assert proc.stdout.split("\n")[0] == "ok ['65534', 'False', '-1', '3']", proc.stderr[-2000:]
