@@ -135,3 +135,10 @@ def test_concurrent_runs_do_not_share_a_process_budget() -> None:
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: run_python(code, max_processes=12, timeout_s=30), range(4)))
     assert [(r.verdict, r.stdout) for r in results] == [("ok", "10\n")] * 4
+
+
+def test_a_sandbox_that_cannot_be_set_up_says_so() -> None:
+    # bwrap refuses a zero-size tmpfs before anything runs: a start failure, not an error of the code
+    result = run_python("print(1)", disk_mb=0)
+    assert (result.verdict, result.stdout, result.returncode) == ("error", "", None)
+    assert result.stderr.startswith("sandbox failed to start: bwrap: ")

@@ -315,6 +315,9 @@ def run_python(code: str, *, timeout_s: float = 5.0, cpu_s: float = 4.0, memory_
             proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+    if proc.returncode == 1 and not out and err.startswith(b"bwrap: "):  # bwrap's own setup failed: never ran
+        return SandboxResult("error", "", "sandbox failed to start: " + err.decode(errors="replace"), None,
+                             time.monotonic() - start)
     returncode = _returncode(proc.returncode)
     return SandboxResult(_classify(stopped, returncode), out.decode("utf-8", errors="replace"),
                          err.decode("utf-8", errors="replace"), returncode, time.monotonic() - start)
