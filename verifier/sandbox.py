@@ -69,12 +69,13 @@ CLONE_NEWTIME = 0x80  # unshare only: in clone's flags these low bits are the ex
 UID_BASE = 1 << 24  # above any uid an ordinary system hands out (65534 is nobody)
 _run_ids = itertools.count()
 
-# The bootstrap, run by the sandboxed interpreter: argv is (cpu s, memory bytes, file bytes, processes, uid),
-# uid -1 meaning "keep the current one". It reads the code, limits itself, drops root, then runs the code.
+# The bootstrap, run by the sandboxed interpreter: argv is (code path, cpu s, memory bytes, file bytes,
+# processes, uid), uid -1 meaning "keep the current one". It reads the code, limits itself, drops root, then runs the code.
 _BOOTSTRAP = r'''
 import os, resource, signal, sys
-cpu_s, mem_b, fsize_b, nproc, uid = map(int, sys.argv[1:6])
-with open("/sandbox/main.py", encoding="utf-8", errors="replace") as f:
+code_path = sys.argv[1]
+cpu_s, mem_b, fsize_b, nproc, uid = map(int, sys.argv[2:7])
+with open(code_path, encoding="utf-8", errors="replace") as f:
     source = f.read()
 for limit, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_AS, mem_b), (resource.RLIMIT_FSIZE, fsize_b),
                      (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_NPROC, nproc)):
@@ -86,10 +87,10 @@ if uid >= 0:
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
 del resource, signal, cpu_s, mem_b, fsize_b, nproc, uid, f
-sys.argv = ["/sandbox/main.py"]
+sys.argv = [code_path]
 glb = {"__name__": "__main__", "__builtins__": __builtins__}
 try:
-    exec(compile(source, "/sandbox/main.py", "exec"), glb)
+    exec(compile(source, code_path, "exec"), glb)
 except MemoryError:
     os.write(2, b"\nMemoryError\n")
     os._exit(87)
@@ -200,7 +201,7 @@ def _argv(bwrap: str, cpu_s: int, memory_mb: int, file_size_mb: int, disk_mb: in
             "--perms", "1777", "--size", str(disk_mb * 2**20), "--tmpfs", WORKDIR, "--chdir", WORKDIR,
             "--perms", "0444", "--ro-bind-data", str(code_fd), CODE_PATH, "--remount-ro", "/",
             *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
-            exe, *flags, "-c", bootstrap, str(cpu_s), str(memory_mb * 2**20), str(file_size_mb * 2**20),
+            exe, *flags, "-c", bootstrap, CODE_PATH, str(cpu_s), str(memory_mb * 2**20), str(file_size_mb * 2**20),
             str(nproc), str(uid)]
 
 
