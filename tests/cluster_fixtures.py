@@ -1,4 +1,6 @@
-"""Shared pieces of the cluster tests: a flaky sim engine, a step-by-step program, a Ray cluster fixture.
+"""Shared pieces of the cluster tests: a flaky sim engine, a step-by-step program, a pool-capturing patch.
+
+The Ray cluster fixture is ``ray_cluster`` in ``tests/conftest.py``.
 
 ``FLAKY`` is a backend name (``module:callable``) that Ray workers resolve by import, so tests exercise the
 same path a real run uses (spec → actor → ``cluster.backends.build_engine``).
@@ -77,21 +79,3 @@ def capture_pools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 def programs(prompt_by_key: dict[str, str], **kw: Any) -> Iterator[tuple[str, Any]]:
     return ((k, step_program(k, p, **kw)) for k, p in prompt_by_key.items())
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
-    """A local 3-node Ray cluster (head + 2 workers, 1 CPU each), shut down after the module."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
-    cluster.worker_nodes_started = workers
-    try:
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()

@@ -5,22 +5,27 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import pytest
 import ray
 
 from cluster.actors import ActorSpec
 from cluster.pool import EnginePool, PoolConfig, run_programs_async
 from cluster.sim_engine import SimEngine
 from search.program import run_programs
-from tests.cluster_fixtures import (
-    capture_pools,
-    programs,
-    prompts,
-    ray_cluster,  # noqa: F401  (a pytest fixture, used by name)
-)
+from tests.cluster_fixtures import capture_pools, programs, prompts
 
+WORKERS = 2  # worker nodes besides the head, 1 CPU each; every test starts with this many alive
+pytestmark = pytest.mark.ray_cluster(workers=WORKERS)
 SLOW_SIM = {"latency_s": 0.05}  # per engine call: the run lasts long enough to be hit mid-way
 SPEC = ActorSpec(backend="sim", engine=SLOW_SIM, num_cpus=1)
 CONFIG = PoolConfig(max_retries=5, probe_interval_s=0.2)
+
+
+def _restore_workers(cluster) -> None:
+    """Add nodes until ``WORKERS`` workers are alive, so no test depends on what an earlier one removed."""
+    while len(cluster.worker_nodes) < WORKERS:
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
 
 
 def _run_with_fault(pool: EnginePool, fault, n_problems: int = 16) -> tuple[dict, Counter]:
@@ -40,7 +45,8 @@ def _run_with_fault(pool: EnginePool, fault, n_problems: int = 16) -> tuple[dict
     return outcome.results, finished
 
 
-def test_killed_actor_is_restarted_and_every_result_arrives_once(ray_cluster):  # noqa: F811
+def test_killed_actor_is_restarted_and_every_result_arrives_once(ray_cluster):
+    _restore_workers(ray_cluster)
     pool = EnginePool.launch(SPEC, 2, CONFIG)
     try:
         _, finished = _run_with_fault(pool, lambda: ray.kill(pool.actors[0], no_restart=False))
@@ -50,7 +56,8 @@ def test_killed_actor_is_restarted_and_every_result_arrives_once(ray_cluster):  
         pool.shutdown()
 
 
-def test_removing_a_worker_node_mid_run_completes_the_run(ray_cluster):  # noqa: F811
+def test_removing_a_worker_node_mid_run_completes_the_run(ray_cluster):
+    _restore_workers(ray_cluster)
     pool = EnginePool.launch(SPEC, 2, CONFIG)
     try:
         nodes = {n.node_id: n for n in ray_cluster.worker_nodes}
@@ -71,7 +78,7 @@ def _committed(root, run_id: str) -> int:
     return len(committed_shards(root, run_id))
 
 
-def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePool:  # noqa: F811
+def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePool:
     """Run the same sim config twice through ``pipelines.run.execute``: undisturbed, then with ``fault(pool)``
     called once the engines have answered some requests; check every table against the undisturbed run."""
     import threading
@@ -80,6 +87,7 @@ def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePoo
     from pipelines.run import execute
     from storage.catalog import Catalog
 
+    _restore_workers(ray_cluster)
     pools = capture_pools(monkeypatch)
     root = tmp_path / "data"
     cfg = load_config(None, {"storage.root": str(root), "engine.backend": "sim", "engine.replicas": 2,
@@ -121,16 +129,13 @@ def _capture_errors(errors: list[BaseException], fn, *args, **kwargs) -> None:
         errors.append(err)
 
 
-def test_pipeline_with_a_killed_engine_actor_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+def test_pipeline_with_a_killed_engine_actor_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):
     pool = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch,
                                 lambda p: ray.kill(p.actors[0], no_restart=False))
     assert pool.stats()["retried"] > 0
 
 
-def test_pipeline_with_a_removed_worker_node_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
-    ray_cluster.add_node(num_cpus=1)  # capacity for the actor that loses its node (an earlier test removed one)
-    ray_cluster.wait_for_nodes()
-
+def test_pipeline_with_a_removed_worker_node_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):
     def remove_an_engine_node(pool: EnginePool) -> None:
         workers = {n.node_id: n for n in ray_cluster.worker_nodes}
         hosts = [s["node_id"] for s in pool.actor_stats() if s]
