@@ -11,6 +11,7 @@ means something. Seeds are fixed: every run draws the same samples.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -127,3 +128,18 @@ def test_top_p_samples_only_the_nucleus_in_its_renormalised_proportions(model, e
     counts = _first_tokens(engine, request)
     assert counts[want == 0].sum().item() == 0  # never a token outside the nucleus
     assert _tv(counts / SAMPLES, want) < bound, (_tv(counts / SAMPLES, want), bound)
+
+
+def test_a_stop_string_spanning_tokens_ends_the_sample_where_the_whole_text_first_shows_it(engine):
+    """The incremental stop check (new text per token) must find a stop string split over several tokens,
+    and cut where a search of the whole decoded text would: here three one-character tokens."""
+    [request] = _requests(engine, n=1, max_new_tokens=GREEDY_TOKENS, temperature=0.0)[1:2]
+    [reference] = engine.generate([request])[0].samples
+    ids, decode = reference.token_ids, engine.tokenizer.decode
+    k = next(k for k in range(len(ids) - 2) if all(len(decode([t])) == 1 for t in ids[k : k + 3]))
+    stop = decode(ids[k : k + 3])
+    want = next(j for j in range(1, len(ids) + 1) if stop in decode(ids[:j]))
+    [sample] = engine.generate([dataclasses.replace(request, stop=("never-generated-stop", stop))])[0].samples
+    assert sample.finish_reason == "stop"
+    assert sample.token_ids == ids[:want]
+    assert sample.text == reference.text[: reference.text.index(stop) + len(stop)]
