@@ -37,8 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.engine import GenRequest, GenResult, Sample
-from cluster.requests import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, PromptEncoder, make_result
+from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
+from cluster.requests import PromptEncoder, make_result
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # worth another try: overload or a restarting server
 STOP_FIELDS = ("stop_reason", "matched_stop")  # where vLLM / SGLang name the stop string that matched

@@ -22,10 +22,6 @@ from typing import Any
 
 from cluster.engine import GenRequest, GenResult, Sample
 
-FINISH_STOP = "stop"  # a stop string ended the sample (its text is kept in the output)
-FINISH_EOS = "eos"  # the model ended the sequence
-FINISH_LENGTH = "length"  # max_new_tokens was reached
-FINISH_REASONS = (FINISH_STOP, FINISH_EOS, FINISH_LENGTH)
 ENCODE_CACHE_TEXTS = 4096  # distinct prompt / prefix texts whose ids are remembered (a problem's prompt repeats)
 
 

@@ -44,8 +44,8 @@ from cluster.arith import (
     parse_step,
     split_solution,
 )
-from cluster.engine import GenRequest, GenResult, Sample
-from cluster.requests import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, StopChecker, make_result
+from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
+from cluster.requests import StopChecker, make_result
 
 ARITH_SLIPS = (-10, -2, -1, 1, 2, 10)  # how far a wrong result lands from the computed one
 OPERAND_SLIPS = (-2, -1, 1, 2)  # how far a logic error moves the operand

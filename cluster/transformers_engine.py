@@ -29,18 +29,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from cluster.engine import GenRequest, GenResult, Sample
+from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
 from cluster.models import resolve_model
-from cluster.requests import (
-    FINISH_EOS,
-    FINISH_LENGTH,
-    FINISH_STOP,
-    PromptEncoder,
-    StopChecker,
-    TextStream,
-    first_stop_end,
-    make_result,
-)
+from cluster.requests import PromptEncoder, StopChecker, TextStream, first_stop_end, make_result
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NUCLEUS_CANDIDATES = 512  # top-k searched for the top-p nucleus before falling back to a full sort

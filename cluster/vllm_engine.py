@@ -41,8 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.engine import GenRequest, GenResult, Sample
-from cluster.requests import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, PromptEncoder, make_result
+from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
+from cluster.requests import PromptEncoder, make_result
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from math import sqrt
 from typing import Any
 
+from cluster.engine import FINISH_LENGTH
 from search.labeling.base import Evidence, LabelResult, LabelRules, finish
 from search.labeling.probe import binary_targets
 from search.labeling.sequential import Prober
@@ -77,7 +78,7 @@ def _attach(tree: Tree, node: Node, rollout: Rollout, delimiter: str) -> _Candid
         return None
     path = tree.add_path(steps, step_token_counts(steps, rollout.n_tokens), origin="rollout", parent=node)
     leaf = path[-1]
-    if rollout.finish_reason == "length" or leaf.children or leaf.rollouts:
+    if rollout.finish_reason == FINISH_LENGTH or leaf.children or leaf.rollouts:
         return None  # no final answer, or the leaf is an inner step elsewhere: not a located error
     if not leaf.terminal:
         leaf.terminal, leaf.answer, leaf.outcome_correct = True, rollout.answer, rollout.correct
