@@ -10,6 +10,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+FINISH_STOP = "stop"  # a stop string ended the sample (its text is kept in the output)
+FINISH_EOS = "eos"  # the model ended the sequence
+FINISH_LENGTH = "length"  # max_new_tokens was reached
+FINISH_REASONS = (FINISH_STOP, FINISH_EOS, FINISH_LENGTH)
+
 
 @dataclass(frozen=True)
 class GenRequest:
@@ -36,7 +41,7 @@ class GenRequest:
 class Sample:
     text: str  # generated text only (not the prompt or prefix); includes the matched stop string
     token_ids: list[int]
-    finish_reason: str  # "stop" (stop string), "eos" (end of sequence) or "length" (max_new_tokens)
+    finish_reason: str  # FINISH_STOP (stop string), FINISH_EOS (end of sequence) or FINISH_LENGTH
 
 
 @dataclass

@@ -16,8 +16,8 @@ stop string search requests use (the step delimiter), a guess (the first) when a
 
 Token ids of completions come from the server (``token_ids``: ask vLLM with ``return_token_ids``; ``tokens``:
 llama.cpp) or, failing that, from the local tokenizer. The prompt goes as text (``prompt + prefix``) or, with
-``send_token_ids``, as prompt ids + prefix ids tokenized separately, so a prefix always maps to the same
-tokens (as the vLLM backend does).
+``send_token_ids``, as prompt ids + prefix ids tokenized separately by ``cluster.requests.PromptEncoder``, so a
+prefix always maps to the same tokens (as in the vLLM and transformers backends).
 
 Example::
 
@@ -37,7 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.engine import GenRequest, GenResult, Sample
+from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
+from cluster.requests import PromptEncoder, make_result
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # worth another try: overload or a restarting server
 STOP_FIELDS = ("stop_reason", "matched_stop")  # where vLLM / SGLang name the stop string that matched
@@ -85,6 +86,7 @@ class OpenAIEngine:
         self.config = config
         self.url = config.base_url.rstrip("/") + "/completions"
         self.tokenizer = _load_tokenizer(config.tokenizer) if config.tokenizer else None
+        self._encode = PromptEncoder(self.tokenizer) if self.tokenizer is not None else None
         self._template = _compile_template(config.chat_template) if config.chat_template else None
         self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="openai-engine")
 
@@ -125,12 +127,7 @@ class OpenAIEngine:
         return [{**body, "n": req.n, "seed": req.seed}]
 
     def _prompt(self, req: GenRequest) -> str | list[int]:
-        if not self.config.send_token_ids:
-            return req.prompt + req.prefix
-        tok = self.tokenizer
-        bos = tok.bos_token
-        ids = tok(req.prompt, add_special_tokens=not (bos and req.prompt.startswith(bos)))["input_ids"]
-        return list(ids) + (list(tok(req.prefix, add_special_tokens=False)["input_ids"]) if req.prefix else [])
+        return self._encode(req) if self.config.send_token_ids else req.prompt + req.prefix
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST with retries on transient failures; returns the decoded JSON response."""
@@ -160,9 +157,7 @@ class OpenAIEngine:
         usage = [r.get("usage") or {} for r in responses]
         prompt_tokens = usage[0].get("prompt_tokens") or 0  # counted once, also when split_n sent n calls
         cached = (usage[0].get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-        return GenResult(req.request_key, samples, prompt_tokens=prompt_tokens,
-                         completion_tokens=sum(len(s.token_ids) for s in samples), cached_tokens=cached,
-                         engine_id=self.config.engine_id)
+        return make_result(req, samples, prompt_tokens, cached, self.config.engine_id)
 
     def _sample(self, req: GenRequest, choice: dict[str, Any]) -> Sample:
         text = choice.get("text") or ""
@@ -172,12 +167,12 @@ class OpenAIEngine:
                 raise EngineHTTPError(f"{self.url} returned no completion token ids: configure a tokenizer folder "
                                       "or ask the server for them (vLLM: extra_body return_token_ids)")
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if choice.get("finish_reason") == "length":
-            return Sample(text, ids, "length")
+        if choice.get("finish_reason") == FINISH_LENGTH:  # the OpenAI API's word for it is ours too
+            return Sample(text, ids, FINISH_LENGTH)
         stop = self._matched_stop(req, choice, ids)
         if stop is None:
-            return Sample(text, ids, "eos")
-        return Sample(text if text.endswith(stop) else text + stop, ids, "stop")
+            return Sample(text, ids, FINISH_EOS)
+        return Sample(text if text.endswith(stop) else text + stop, ids, FINISH_STOP)
 
     def _matched_stop(self, req: GenRequest, choice: dict[str, Any], ids: list[int]) -> str | None:
         """The stop string that ended this choice, or None for an end of sequence (see the module docstring)."""

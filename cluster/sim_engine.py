@@ -44,7 +44,8 @@ from cluster.arith import (
     parse_step,
     split_solution,
 )
-from cluster.engine import GenRequest, GenResult, Sample
+from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
+from cluster.requests import StopChecker, make_result
 
 ARITH_SLIPS = (-10, -2, -1, 1, 2, 10)  # how far a wrong result lands from the computed one
 OPERAND_SLIPS = (-2, -1, 1, 2)  # how far a logic error moves the operand
@@ -132,9 +133,8 @@ class SimEngine:
         # greedy decoding (temperature 0) makes every sample the same
         samples = [self._sample(req, problem, resume, req.seed if req.temperature == 0 else req.seed + i)
                    for i in range(req.n)]
-        return GenResult(req.request_key, samples,
-                         prompt_tokens=_n_words(req.prompt) + _n_words(req.prefix),
-                         completion_tokens=sum(len(s.token_ids) for s in samples), engine_id=self.config.engine_id)
+        return make_result(req, samples, _n_words(req.prompt) + _n_words(req.prefix),
+                           engine_id=self.config.engine_id)
 
     def _read_prompt(self, prompt: str) -> _Problem:
         """The last arith question in the prompt (few-shot examples come before it) and its skill."""
@@ -151,20 +151,19 @@ class SimEngine:
 
     def _sample(self, req: GenRequest, problem: _Problem, resume: _Resume | None, seed: int) -> Sample:
         """Write steps until the answer, a stop string or the token limit; keep the stop text."""
-        stops = [s for s in req.stop if s]
-        longest = max(map(len, stops), default=0)
-        out, used, finish = "", 0, "eos"
+        stops = StopChecker(req.stop)
+        used, finish = 0, FINISH_EOS
         for chunk in self._chunks(resume, problem, seed) if resume else ():
             words = _n_words(chunk)
             if used + words > req.max_new_tokens:
-                chunk, finish = _first_words(chunk, req.max_new_tokens - used), "length"
+                chunk, finish = _first_words(chunk, req.max_new_tokens - used), FINISH_LENGTH
             used += words
-            start, out = max(0, len(out) - longest), out + chunk
-            hits = [h + len(s) for s in stops if (h := out.find(s, start)) >= 0]
-            if hits:
-                out, finish = out[:min(hits)], "stop"
-            if finish != "eos":
+            end = stops.feed(chunk)
+            if end is not None:
+                stops.text, finish = stops.text[:end], FINISH_STOP
+            if finish != FINISH_EOS:
                 break
+        out = stops.text
         vocab = self.config.vocab_size
         return Sample(out, [zlib.crc32(w.encode()) % vocab for w in out.split()], finish)
 

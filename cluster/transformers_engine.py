@@ -4,7 +4,8 @@ Why our own decoding loop instead of ``model.generate``: rollouts sample n conti
 prompt + prefix. ``generate(num_return_sequences=n)`` copies the input n times and prefills all copies;
 here the context is prefilled ONCE into a ``DynamicCache`` that is then expanded to the n sample rows.
 Requests are also batched together (left padding, attention mask, per-row position ids), each sample has
-its own random stream, and stop strings end a sample as soon as they appear.
+its own random stream, and stop strings end a sample as soon as they appear (checked on the new text of each
+token only, through ``cluster.requests``, which also encodes prompt + prefix the way every backend does).
 
 Reproducibility: sample i of a request draws all its randomness from ``torch.Generator`` seeded ``seed + i``
 (one uniform per generated token, turned into a token by inverse-CDF sampling), so which other requests or
@@ -28,11 +29,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from cluster.engine import GenRequest, GenResult, Sample
+from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
 from cluster.models import resolve_model
+from cluster.requests import PromptEncoder, StopChecker, TextStream, first_stop_end, make_result
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-FINISH_STOP, FINISH_EOS, FINISH_LENGTH = "stop", "eos", "length"
 NUCLEUS_CANDIDATES = 512  # top-k searched for the top-p nucleus before falling back to a full sort
 
 
@@ -90,6 +91,8 @@ class _Row:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str = ""
+    stops: StopChecker | None = None  # None: the request has no stop strings
+    stream: TextStream | None = None  # the new text of each token, for the stop check
 
 
 @dataclass
@@ -228,6 +231,7 @@ class TransformersEngine:
             torch.set_num_threads(num_threads)
         path = resolve_model(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.encode = PromptEncoder(self.tokenizer)  # request -> prompt ids + prefix ids
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
         self.device = torch.device(device)
         self.max_batch_size = max_batch_size
@@ -243,20 +247,6 @@ class TransformersEngine:
         """The conversation as text, ending where the assistant turn starts."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, request: GenRequest) -> list[int]:
-        """Prompt ids + prefix ids, tokenized separately so a prefix text always maps to the same ids.
-
-        Special tokens (BOS) are added to the prompt unless the chat template already wrote the BOS text.
-        """
-        bos = self.tokenizer.bos_token
-        add_bos = not (bos and request.prompt.startswith(bos))
-        ids = self.tokenizer(request.prompt, add_special_tokens=add_bos)["input_ids"]
-        if request.prefix:
-            ids = ids + self.tokenizer(request.prefix, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError(f"request {request.request_key}: empty prompt and prefix")
-        return ids
-
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """One result per request, in order; see the module docstring for batching and seeding."""
         for request in requests:
@@ -271,14 +261,7 @@ class TransformersEngine:
             if self.share_prefix:  # samples 2..count reuse the context minus its last token
                 cached[item.req] += (item.count - 1) * (len(item.ids) - 1)
         return [
-            GenResult(
-                request_key=r.request_key,
-                samples=s,
-                prompt_tokens=prompt_tokens[i],
-                completion_tokens=sum(len(x.token_ids) for x in s),
-                cached_tokens=cached[i],
-                engine_id=self.engine_id,
-            )
+            make_result(r, s, prompt_tokens[i], cached[i], self.engine_id)
             for i, (r, s) in enumerate(zip(requests, samples, strict=True))
         ]
 
@@ -318,7 +301,7 @@ class TransformersEngine:
 
     def _admit(self, requests: list[GenRequest], items: list[_Item], ks: list[int], rows: list[_Row]) -> _Batch:
         """Prefill items ``ks`` (once per item when sharing) into a batch of their sample rows."""
-        new_rows = [_Row(request=requests[items[k].req], item=k) for k in ks for _ in range(items[k].count)]
+        new_rows = [self._row(requests[items[k].req], k) for k in ks for _ in range(items[k].count)]
         seeds = [requests[items[k].req].seed + items[k].first + j for k in ks for j in range(items[k].count)]
         # The last context token stays uncached: it is the first decode input of every sample row.
         if self.share_prefix:
@@ -389,13 +372,19 @@ class TransformersEngine:
             batch.select(torch.tensor(keep, dtype=torch.long, device=self.device))
             batch.active = [batch.active[k] for k in keep]
 
+    def _row(self, request: GenRequest, item: int) -> _Row:
+        stops = StopChecker(request.stop)
+        if not stops.stops:
+            return _Row(request=request, item=item)
+        return _Row(request=request, item=item, stops=stops, stream=TextStream(self.tokenizer))
+
     def _append(self, row: _Row, token: int) -> bool:
         """Add a sampled token to the row; returns True when the row has finished."""
         if token in self.eos_ids:  # EOS ends the sample and is kept out of text and ids
             row.finish_reason = FINISH_EOS
         else:
             row.token_ids.append(token)
-            if row.request.stop and self._stopped(row):
+            if row.stops is not None and row.stops.feed(row.stream.push(token)) is not None and self._stopped(row):
                 return True
             if len(row.token_ids) >= row.request.max_new_tokens:
                 row.finish_reason = FINISH_LENGTH
@@ -404,10 +393,13 @@ class TransformersEngine:
         return bool(row.finish_reason)
 
     def _stopped(self, row: _Row) -> bool:
-        """Cut the text right after the earliest stop string, if one appeared (the last token may run past it)."""
+        """Cut the whole decoded text right after the earliest stop string (the last token may run past it).
+
+        Called once, when the incremental check saw a stop string in the new text; the full decode is the
+        sample's text, as for every other finish.
+        """
         text = self.tokenizer.decode(row.token_ids)
-        ends = [i + len(s) for s in row.request.stop if (i := text.find(s)) >= 0]
-        if ends:
-            row.text = text[: min(ends)]
-            row.finish_reason = FINISH_STOP
-        return bool(ends)
+        end = first_stop_end(text, row.stops.stops)
+        if end is not None:
+            row.text, row.finish_reason = text[:end], FINISH_STOP
+        return end is not None

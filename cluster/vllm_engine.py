@@ -2,7 +2,7 @@
 
 vLLM schedules concurrent requests itself (continuous batching), so the engine exposes ``agenerate`` and the
 actor awaits it directly. Prompts go in as token ids — the chat-templated prompt and the assistant prefix are
-tokenized separately and concatenated, as in the transformers backend — so a continued prefix is exactly
+tokenized separately and concatenated by ``cluster.requests.PromptEncoder``, as in every backend — so a continued prefix is exactly
 the text the search saw, and prefix caching (on) serves every request of one problem from shared KV blocks.
 ``SamplingParams(n, seed)`` gives sample ``i`` the seed ``seed + i``, so two requests for the same text
 must have seeds at least ``n`` apart or they repeat samples; ``overlapping_seeds`` finds such pairs.
@@ -39,14 +39,14 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-from cluster.engine import GenRequest, GenResult, Sample
+from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
+from cluster.requests import PromptEncoder, make_result
 
 log = logging.getLogger(__name__)
 
-FINISH_LENGTH = "length"  # vLLM's finish_reason when max_tokens was reached
+VLLM_LENGTH = "length"  # vLLM's finish_reason when max_tokens was reached
 
 
 @dataclass(frozen=True)
@@ -145,18 +145,16 @@ def overlapping_seeds(requests: list[GenRequest]) -> list[tuple[str, str]]:
 
 def finish_reason(completion: Any) -> str:
     """vLLM reports both a stop string and EOS as "stop"; only a string ``stop_reason`` is a stop string."""
-    if completion.finish_reason == FINISH_LENGTH:
-        return "length"
-    return "stop" if isinstance(completion.stop_reason, str) else "eos"
+    if completion.finish_reason == VLLM_LENGTH:
+        return FINISH_LENGTH
+    return FINISH_STOP if isinstance(completion.stop_reason, str) else FINISH_EOS
 
 
 def to_result(req: GenRequest, output: Any, prompt_tokens: int, engine_id: str) -> GenResult:
     """A final ``RequestOutput`` (all ``n`` completions) as a ``GenResult``."""
     completions = sorted(output.outputs, key=lambda c: c.index)
     samples = [Sample(c.text, list(c.token_ids), finish_reason(c)) for c in completions]
-    return GenResult(req.request_key, samples, prompt_tokens=prompt_tokens,
-                     completion_tokens=sum(len(s.token_ids) for s in samples),
-                     cached_tokens=output.num_cached_tokens or 0, engine_id=engine_id)
+    return make_result(req, samples, prompt_tokens, output.num_cached_tokens or 0, engine_id)
 
 
 def is_engine_dead(err: BaseException) -> bool:
@@ -183,7 +181,7 @@ class VLLMEngine:
         self._prompt = TokensPrompt
         path = str(resolve_model(config.model))
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self._encode_text = lru_cache(maxsize=4096)(self._encode_text_uncached)
+        self.encode = PromptEncoder(self.tokenizer)  # request -> prompt ids + prefix ids
         self._ids = itertools.count()
         self.engine_kwargs = engine_kwargs(config, has_gpu())
         args = AsyncEngineArgs(model=path, **self.engine_kwargs)
@@ -205,19 +203,6 @@ class VLLMEngine:
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def _encode_text_uncached(self, text: str, special: bool) -> tuple[int, ...]:
-        return tuple(self.tokenizer(text, add_special_tokens=special)["input_ids"])
-
-    def encode(self, req: GenRequest) -> list[int]:
-        """Prompt ids + prefix ids, tokenized separately; BOS added unless the template wrote it."""
-        bos = self.tokenizer.bos_token
-        ids = list(self._encode_text(req.prompt, not (bos and req.prompt.startswith(bos))))
-        if req.prefix:
-            ids += self._encode_text(req.prefix, False)
-        if not ids:
-            raise ValueError(f"request {req.request_key}: empty prompt and prefix")
-        return ids
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         return self._submit(self._generate(requests)).result()

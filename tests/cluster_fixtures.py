@@ -1,4 +1,6 @@
-"""Shared pieces of the cluster tests: a flaky sim engine, a step-by-step program, a Ray cluster fixture.
+"""Shared pieces of the cluster tests: a flaky sim engine, a step-by-step program, a pool-capturing patch.
+
+The Ray cluster fixture is ``ray_cluster`` in ``tests/conftest.py``.
 
 ``FLAKY`` is a backend name (``module:callable``) that Ray workers resolve by import, so tests exercise the
 same path a real run uses (spec → actor → ``cluster.backends.build_engine``).
@@ -6,7 +8,7 @@ same path a real run uses (spec → actor → ``cluster.backends.build_engine``)
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -60,8 +62,9 @@ def step_program(key: str, prompt: str, depth: int = 3, n: int = 2) -> Generator
     return steps
 
 
-def capture_pools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Make ``EnginePool.launch`` record every pool a run launches, so a test can kill its actors mid-run."""
+def capture_pools(monkeypatch: pytest.MonkeyPatch, on_launch: Callable[[Any], None] | None = None) -> list[Any]:
+    """Make ``EnginePool.launch`` record every pool a run launches (and pass each to ``on_launch``), so a test
+    can fault its actors mid-run."""
     from cluster.pool import EnginePool
 
     pools: list[EnginePool] = []
@@ -69,29 +72,35 @@ def capture_pools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     def capture(cls, *args, **kwargs):
         pools.append(launch(cls, *args, **kwargs))
+        if on_launch is not None:
+            on_launch(pools[-1])
         return pools[-1]
 
     monkeypatch.setattr(EnginePool, "launch", classmethod(capture))
     return pools
 
 
+def arm_fault(pool: Any, fault: Callable[[], None], after_completed: int, actor: int) -> list[bool]:
+    """Call ``fault()`` once, from the driver, right after the pool sent actor ``actor`` a new call and at least
+    ``after_completed`` requests have been answered; returns a list that holds True once it fired.
+
+    So a fault always lands mid-run on a call in flight, whatever the timing of the machine: no test races a
+    kill against the run finishing (the sim engine's latency keeps the new call busy while the fault lands).
+    """
+    fired: list[bool] = []
+    flush = pool._flush
+
+    def flush_then_fault() -> None:
+        before = set(pool._calls)
+        flush()
+        sent = any(call.actor == actor for ref, call in pool._calls.items() if ref not in before)
+        if sent and not fired and pool.stats()["completed"] >= after_completed:
+            fired.append(True)
+            fault()
+
+    pool._flush = flush_then_fault
+    return fired
+
+
 def programs(prompt_by_key: dict[str, str], **kw: Any) -> Iterator[tuple[str, Any]]:
     return ((k, step_program(k, p, **kw)) for k, p in prompt_by_key.items())
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
-    """A local 3-node Ray cluster (head + 2 workers, 1 CPU each), shut down after the module."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
-    cluster.worker_nodes_started = workers
-    try:
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()

@@ -2,61 +2,67 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
+import pytest
 import ray
 
 from cluster.actors import ActorSpec
 from cluster.pool import EnginePool, PoolConfig, run_programs_async
 from cluster.sim_engine import SimEngine
 from search.program import run_programs
-from tests.cluster_fixtures import (
-    capture_pools,
-    programs,
-    prompts,
-    ray_cluster,  # noqa: F401  (a pytest fixture, used by name)
-)
+from tests.cluster_fixtures import arm_fault, capture_pools, programs, prompts
 
+WORKERS = 2  # worker nodes besides the head, 1 CPU each; every test starts with this many alive
+pytestmark = pytest.mark.ray_cluster(workers=WORKERS)
 SLOW_SIM = {"latency_s": 0.05}  # per engine call: the run lasts long enough to be hit mid-way
 SPEC = ActorSpec(backend="sim", engine=SLOW_SIM, num_cpus=1)
 CONFIG = PoolConfig(max_retries=5, probe_interval_s=0.2)
 
 
-def _run_with_fault(pool: EnginePool, fault, n_problems: int = 16) -> tuple[dict, Counter]:
-    """Run ``n_problems`` programs, calling ``fault()`` once after the third problem finishes."""
+def _restore_workers(cluster) -> None:
+    """Add nodes until ``WORKERS`` workers are alive, so no test depends on what an earlier one removed."""
+    while len(cluster.worker_nodes) < WORKERS:
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+
+
+def _run_with_fault(pool: EnginePool, fault, victim: int, n_problems: int = 16) -> tuple[dict, Counter]:
+    """Run ``n_problems`` programs; ``fault()`` fires once mid-run, on a call in flight to actor ``victim``."""
     ps = prompts(n_problems, seed=11)
     finished: Counter = Counter()
 
     def on_done(key, _):
         finished[key] += 1
-        if sum(finished.values()) == 3:
-            fault()
 
+    fired = arm_fault(pool, fault, after_completed=8, actor=victim)
     outcome = run_programs_async(programs(ps, depth=4), pool, on_done=on_done, max_active=8)
-    assert not outcome.failed
+    assert fired and not outcome.failed
     want = run_programs(dict(programs(ps, depth=4)), SimEngine().generate)
     assert outcome.results == want
     return outcome.results, finished
 
 
-def test_killed_actor_is_restarted_and_every_result_arrives_once(ray_cluster):  # noqa: F811
+def test_killed_actor_is_restarted_and_every_result_arrives_once(ray_cluster):
+    _restore_workers(ray_cluster)
     pool = EnginePool.launch(SPEC, 2, CONFIG)
     try:
-        _, finished = _run_with_fault(pool, lambda: ray.kill(pool.actors[0], no_restart=False))
+        _, finished = _run_with_fault(pool, lambda: ray.kill(pool.actors[0], no_restart=False), victim=0)
         assert set(finished.values()) == {1} and len(finished) == 16
         assert pool.stats()["retried"] > 0  # the kill really hit calls in flight
     finally:
         pool.shutdown()
 
 
-def test_removing_a_worker_node_mid_run_completes_the_run(ray_cluster):  # noqa: F811
+def test_removing_a_worker_node_mid_run_completes_the_run(ray_cluster):
+    _restore_workers(ray_cluster)
     pool = EnginePool.launch(SPEC, 2, CONFIG)
     try:
         nodes = {n.node_id: n for n in ray_cluster.worker_nodes}
         stats = ray.get([a.stats.remote() for a in pool.actors])
-        victim = next(nodes[s["node_id"]] for s in stats if s["node_id"] in nodes)
-        _, finished = _run_with_fault(pool, lambda: ray_cluster.remove_node(victim))
+        victim = next(i for i, s in enumerate(stats) if s["node_id"] in nodes)  # an actor on a worker node
+        node = nodes[stats[victim]["node_id"]]
+        _, finished = _run_with_fault(pool, lambda: ray_cluster.remove_node(node), victim)
         assert set(finished.values()) == {1} and len(finished) == 16
         assert pool.stats()["retried"] > 0
     finally:
@@ -65,22 +71,26 @@ def test_removing_a_worker_node_mid_run_completes_the_run(ray_cluster):  # noqa:
 
 # ---- the whole pipeline under faults: the stored dataset equals an undisturbed run's ----------------------
 
-def _committed(root, run_id: str) -> int:
-    from storage.shards import committed_shards
-
-    return len(committed_shards(root, run_id))
-
-
-def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePool:  # noqa: F811
-    """Run the same sim config twice through ``pipelines.run.execute``: undisturbed, then with ``fault(pool)``
-    called once the engines have answered some requests; check every table against the undisturbed run."""
-    import threading
-
+def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePool:
+    """Run the same sim config twice through ``pipelines.run.execute``: undisturbed, then with ``fault(pool,
+    actor, node)`` fired once the engines have answered 10 requests, on a call in flight to ``actor`` (one
+    hosted on the worker ``node``); check every table against the undisturbed run."""
     from pipelines.config import load_config
     from pipelines.run import execute
     from storage.catalog import Catalog
 
-    pools = capture_pools(monkeypatch)
+    _restore_workers(ray_cluster)
+    armed: list[list[bool]] = []
+
+    def arm(pool: EnginePool) -> None:
+        if len(pools) == 2:  # the second run's pool: the one to fault
+            workers = {n.node_id: n for n in ray_cluster.worker_nodes}
+            stats = ray.get([a.stats.remote() for a in pool.actors])
+            victim = next(i for i, s in enumerate(stats) if s["node_id"] in workers)
+            node = workers[stats[victim]["node_id"]]
+            armed.append(arm_fault(pool, lambda: fault(pool, victim, node), after_completed=10, actor=victim))
+
+    pools = capture_pools(monkeypatch, on_launch=arm)
     root = tmp_path / "data"
     cfg = load_config(None, {"storage.root": str(root), "engine.backend": "sim", "engine.replicas": 2,
                              "engine.num_cpus": 0.5,
@@ -89,17 +99,8 @@ def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePoo
                              "labeling.strategy": "binary", "mining.kinds": ["shortest"],
                              "mining.datasets": False, "ray.max_retries": 5})
     execute(cfg, run_id="undisturbed", progress=False, report=False)
-    errors: list[BaseException] = []
-    runner = threading.Thread(target=lambda: _capture_errors(errors, execute, cfg, run_id="faulted",
-                                                             progress=False, report=False))
-    runner.start()
-    while len(pools) < 2 or pools[-1].stats()["completed"] < 10:  # mid-run: requests in flight
-        assert runner.is_alive(), errors
-        time.sleep(0.01)
-    assert _committed(root, "faulted") == 0
-    fault(pools[-1])
-    runner.join(timeout=300)
-    assert not errors and not runner.is_alive()
+    execute(cfg, run_id="faulted", progress=False, report=False)
+    assert len(pools) == 2 and armed == [[True]]  # the fault fired, mid-run
     tables = ("problems", "solutions", "nodes", "rollouts", "step_labels", "traces", "rejects")
     with Catalog(root) as cat:
         def count(t: str, run: str) -> int:
@@ -114,27 +115,13 @@ def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePoo
     return pools[-1]
 
 
-def _capture_errors(errors: list[BaseException], fn, *args, **kwargs) -> None:
-    try:
-        fn(*args, **kwargs)
-    except BaseException as err:  # surfaced by the test thread
-        errors.append(err)
-
-
-def test_pipeline_with_a_killed_engine_actor_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+def test_pipeline_with_a_killed_engine_actor_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):
     pool = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch,
-                                lambda p: ray.kill(p.actors[0], no_restart=False))
+                                lambda p, victim, _: ray.kill(p.actors[victim], no_restart=False))
     assert pool.stats()["retried"] > 0
 
 
-def test_pipeline_with_a_removed_worker_node_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
-    ray_cluster.add_node(num_cpus=1)  # capacity for the actor that loses its node (an earlier test removed one)
-    ray_cluster.wait_for_nodes()
-
-    def remove_an_engine_node(pool: EnginePool) -> None:
-        workers = {n.node_id: n for n in ray_cluster.worker_nodes}
-        hosts = [s["node_id"] for s in pool.actor_stats() if s]
-        ray_cluster.remove_node(next(workers[h] for h in hosts if h in workers))
-
-    pool = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, remove_an_engine_node)
+def test_pipeline_with_a_removed_worker_node_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):
+    pool = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch,
+                                lambda _, __, node: ray_cluster.remove_node(node))
     assert pool.stats()["retried"] > 0

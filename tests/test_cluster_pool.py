@@ -15,14 +15,7 @@ from tests.cluster_fixtures import FLAKY, POISON, programs, prompts
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never join another Ray on this machine
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def pool2(local_ray):
+def pool2(ray_cluster):
     pool = EnginePool.launch(ActorSpec(backend="sim", num_cpus=0.5), num_actors=2)
     yield pool
     pool.shutdown()
@@ -73,7 +66,7 @@ def test_same_group_goes_to_one_actor_and_groups_spread_over_actors(pool2):
     assert len(set().union(*seen.values())) == 2
 
 
-def test_overloaded_owner_spills_to_the_least_loaded_actor(local_ray):
+def test_overloaded_owner_spills_to_the_least_loaded_actor(ray_cluster):
     pool = EnginePool.launch(ActorSpec(backend="sim", num_cpus=0.5), 2,
                              PoolConfig(overload_factor=1.0, overload_slack=2))
     try:
@@ -106,7 +99,7 @@ def test_async_driver_gives_the_same_results_as_lockstep_in_process(pool2):
     assert sorted(done) == sorted(ps)
 
 
-def test_actor_merges_concurrent_calls_into_one_engine_batch(local_ray):
+def test_actor_merges_concurrent_calls_into_one_engine_batch(ray_cluster):
     actor = launch_actor(ActorSpec(backend="sim", engine={"latency_s": 0.2}, num_cpus=0.5))
     p = next(iter(prompts(1).values()))
     refs = [actor.generate.remote([GenRequest(f"c{i}", p, seed=i)]) for i in range(8)]
@@ -116,7 +109,7 @@ def test_actor_merges_concurrent_calls_into_one_engine_batch(local_ray):
     ray.kill(actor)
 
 
-def test_exhausted_retries_fail_only_that_problem(local_ray):
+def test_exhausted_retries_fail_only_that_problem(ray_cluster):
     pool = EnginePool.launch(ActorSpec(backend=FLAKY, num_cpus=0.5), 2, PoolConfig(max_retries=2))
     try:
         ps = prompts(6, seed=4)
@@ -247,7 +240,7 @@ def test_actor_counts_concurrent_async_calls_once_in_busy_time():
     assert actor._counters.calls == 3 and actor._counters.requests == 3
 
 
-def test_pool_actor_busy_time_stays_within_the_wall_clock_when_calls_overlap(local_ray):
+def test_pool_actor_busy_time_stays_within_the_wall_clock_when_calls_overlap(ray_cluster):
     """A concurrently serving engine: every request its own call, so calls overlap inside the actor; busy
     time (the union) never exceeds the wall time of the run, while the per-call sum does."""
     import time
@@ -269,7 +262,7 @@ def test_pool_actor_busy_time_stays_within_the_wall_clock_when_calls_overlap(loc
         pool.shutdown()
 
 
-def test_the_only_actor_killed_mid_run_parks_requests_until_it_is_back(local_ray):
+def test_the_only_actor_killed_mid_run_parks_requests_until_it_is_back(ray_cluster):
     """With one engine there is nowhere to resubmit: requests wait for Ray's restart instead of spending
     every attempt on the restarting actor (a vLLM engine takes tens of seconds to come back)."""
     pool = EnginePool.launch(ActorSpec(backend="tests.test_cluster_pool:slow_start_sim",

@@ -9,7 +9,6 @@ from cluster.engine import GenRequest
 from pipelines.config import load_config
 from pipelines.run import execute
 from storage.catalog import Catalog
-from tests.tiny_model import tiny_model_dir  # noqa: F401  (pytest fixture)
 
 TABLES = ("problems", "solutions", "nodes", "rollouts", "step_labels")
 
@@ -27,7 +26,7 @@ def _counts(tmp_path) -> dict[str, int]:
         return {t: cat.sql(f"SELECT count(*) AS c FROM {t}", run_id="e2e").column("c")[0].as_py() for t in TABLES}
 
 
-def test_quickstart_loop_on_a_tiny_model_writes_every_table(tmp_path, tiny_model_dir):  # noqa: F811
+def test_quickstart_loop_on_a_tiny_model_writes_every_table(tmp_path, tiny_model_dir):
     summary = _run(tmp_path, str(tiny_model_dir), **{"sampling.few_shot": 0})
     counts = _counts(tmp_path)
     assert counts["problems"] == 2 and counts["solutions"] == summary.solutions == 4

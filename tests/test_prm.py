@@ -30,13 +30,7 @@ from verifier.prm import (
 MARKER = "X"  # a step containing it is bad
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Backward passes on a tiny model spin-wait badly when cores are shared (40 s vs 1 s on 2 threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # backward passes: 40 s vs 1 s on 2 shared threads
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from pipelines.score import PRM_SCORES, score_file
 from pipelines.train_prm import REPORT_FILE, load_prm_config, load_rows, split_rows, train_prm
@@ -39,15 +38,6 @@ def export_rows(n: int) -> list[dict]:
     return rows
 
 
-@pytest.fixture
-def one_thread():
-    """Shared cores: tiny backward passes spin-wait badly on more than one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_recipes_parse_and_unknown_override_fails():
     model, demo = load_prm_config(CONFIGS / "prm_demo.toml")
     assert demo.train_mode == "head" and model.device == "cpu"
@@ -58,7 +48,7 @@ def test_recipes_parse_and_unknown_override_fails():
 
 
 @pytest.mark.parametrize("kind", ["hard", "soft"])
-def test_train_on_export_folder_then_score_every_step(tmp_path, one_thread, kind):
+def test_train_on_export_folder_then_score_every_step(tmp_path, one_torch_thread, kind):
     body = build_tiny_model_dir(tmp_path / "tiny")
     export, rows = tmp_path / "export", export_rows(12)
     for name in ("prm", "sft"):

@@ -10,6 +10,7 @@ from cluster.arith import first_error, generate, parse_step, split_solution
 from cluster.backends import build_engine
 from cluster.engine import Engine, GenRequest
 from cluster.sim_engine import SimConfig, SimEngine
+from tests.engine_contract import check_engine_contract
 
 DELIM = "\n\n"
 NO_ERRORS = SimConfig(arith_error_rate=0.0, logic_error_rate=0.0)
@@ -272,8 +273,7 @@ def test_unknown_config_keys_are_rejected():
 
 
 def test_engine_contract():
-    contract = pytest.importorskip("tests.engine_contract")
-    results = contract.check_engine_contract(SimEngine())
+    results = check_engine_contract(SimEngine())
     assert all(r.cached_tokens == 0 for r in results)  # the sim has no cache to report
     spec = generate(1, seed=19, mix={6: 1.0})[0]
 
@@ -283,5 +283,5 @@ def test_engine_contract():
         def apply_chat_template(self, messages):
             return super().apply_chat_template([{"role": "user", "content": spec.question}])
 
-    results = contract.check_engine_contract(ArithPrompted(SimConfig(arith_error_rate=0.3)))
+    results = check_engine_contract(ArithPrompted(SimConfig(arith_error_rate=0.3)))
     assert any(re.search(r"\d+ [-+*/] \d+ = \d+", s.text) for r in results for s in r.samples)  # it did arithmetic

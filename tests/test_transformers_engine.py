@@ -10,27 +10,20 @@ import torch
 from cluster.engine import GenRequest
 from cluster.transformers_engine import NUCLEUS_CANDIDATES, TransformersEngine, sample_tokens
 from tests.engine_contract import check_engine_contract
-from tests.tiny_model import tiny_model_dir  # noqa: F401  (pytest fixture)
 
 QUESTIONS = ("Hi", "What is 12 + 30? Think step by step.", "Name three primes.")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model is too small to gain from threads; on a busy 2-core machine they cost 10x in spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir):  # noqa: F811
+def engine(tiny_model_dir):
     return TransformersEngine(str(tiny_model_dir), max_batch_size=8)
 
 
 @pytest.fixture(scope="module")
-def plain_engine(tiny_model_dir):  # noqa: F811
+def plain_engine(tiny_model_dir):
     return TransformersEngine(str(tiny_model_dir), max_batch_size=8, share_prefix=False)
 
 
@@ -69,7 +62,7 @@ def test_batched_greedy_equals_one_at_a_time(engine, n):
     assert len({tuple(r.samples[0].token_ids) for r in batched}) > 1  # the prompts really differ
 
 
-def test_rows_joining_a_running_batch_sample_what_they_would_alone(tiny_model_dir, engine):  # noqa: F811
+def test_rows_joining_a_running_batch_sample_what_they_would_alone(tiny_model_dir, engine):
     """Continuous batching: with room for 3 rows, finished rows are replaced by queued ones mid-decode
     (their caches left-padded to the running batch); greedy and seeded samples match one-at-a-time runs."""
     narrow = TransformersEngine(str(tiny_model_dir), max_batch_size=3)
@@ -122,7 +115,7 @@ def test_sample_i_uses_seed_plus_i(engine):
     assert three.samples[2].text == shifted.samples[0].text
 
 
-def test_large_n_split_over_batches_matches_one_batch(tiny_model_dir, engine):  # noqa: F811
+def test_large_n_split_over_batches_matches_one_batch(tiny_model_dir, engine):
     small = TransformersEngine(str(tiny_model_dir), max_batch_size=2)
     [request] = _requests(engine, n=5, max_new_tokens=8, temperature=1.0)[:1]
     [split] = small.generate([request])
@@ -131,7 +124,7 @@ def test_large_n_split_over_batches_matches_one_batch(tiny_model_dir, engine):  
     assert split.cached_tokens == (5 - 3) * (split.prompt_tokens - 1)  # three batches: 2 + 2 + 1 samples
 
 
-def test_eos_ends_sample_and_is_left_out(tiny_model_dir, engine):  # noqa: F811
+def test_eos_ends_sample_and_is_left_out(tiny_model_dir, engine):
     [request] = _requests(engine, n=1, max_new_tokens=8, temperature=0.0)[:1]
     [reference] = engine.generate([request])
     eos_engine = TransformersEngine(str(tiny_model_dir))

@@ -22,7 +22,6 @@ from pipelines.run import execute
 from pipelines.validate import validate_run
 from storage.catalog import Catalog
 from storage.shards import ShardWriter
-from tests.tiny_model import tiny_model_dir  # noqa: F401  (pytest fixture)
 from verifier.prm import ProcessRewardModel
 
 STRATEGIES = ("linear", "binary", "adaptive", "mcts")
@@ -31,20 +30,14 @@ PRM_DEMO = SIM.with_name("prm_demo.toml")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
-    import ray
-
+def runs(tmp_path_factory, ray_cluster) -> Path:
     root = tmp_path_factory.mktemp("validate") / "data"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        for strategy in STRATEGIES:
-            cfg = load_config(SIM, {"storage.root": str(root), "problems.n": 40, "labeling.strategy": strategy,
-                                    "labeling.options": {}, "engine.replicas": 1,
-                                    "mining.kinds": ["shortest", "backtrack"]})
-            summary = execute(cfg, run_id=strategy, progress=False, report=False)
-            assert summary.validation is not None
-    finally:
-        ray.shutdown()
+    for strategy in STRATEGIES:
+        cfg = load_config(SIM, {"storage.root": str(root), "problems.n": 40, "labeling.strategy": strategy,
+                                "labeling.options": {}, "engine.replicas": 1,
+                                "mining.kinds": ["shortest", "backtrack"]})
+        summary = execute(cfg, run_id=strategy, progress=False, report=False)
+        assert summary.validation is not None
     return root
 
 
@@ -142,7 +135,7 @@ def test_validate_command_exit_codes(runs, tmp_path):
     assert bad.exit_code == 1 and "problems_once: 1 violation" in bad.output
 
 
-def test_train_prm_reads_a_real_export_unchanged(runs, tmp_path, tiny_model_dir):  # noqa: F811
+def test_train_prm_reads_a_real_export_unchanged(runs, tmp_path, tiny_model_dir):
     """run -> export -> train-prm: the trainer reads the export folder as written, held-out split included."""
     export("hf", tmp_path / "export", runs, "binary", ExportOptions(test_fraction=0.25))
     cli = CliRunner()

@@ -4,9 +4,7 @@ The tokenizer maps every printable ASCII character (plus newline) to one token, 
 exactly and the same text always gives the same ids — tests can compare greedy continuations character by
 character. The chat template is ChatML, like SmolLM2's, with ``<|im_end|>`` as EOS.
 
-Use from any test module:
-
-    from tests.tiny_model import tiny_model_dir  # noqa: F401  (re-exported pytest fixture)
+Tests get the built folder from the session fixture ``tiny_model_dir`` (``tests/conftest.py``):
 
     def test_something(tiny_model_dir):
         engine = TransformersEngine(str(tiny_model_dir))
@@ -16,8 +14,6 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-
-import pytest
 
 SPECIAL_TOKENS = ("<pad>", "<|im_start|>", "<|im_end|>")  # pad, turn start, turn end (= EOS)
 CHARS = string.printable.replace("\r", "").replace("\x0b", "").replace("\x0c", "")  # letters, digits, ws, punct
@@ -74,9 +70,3 @@ def build_tiny_model_dir(out_dir: Path) -> Path:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Folder holding the tiny model, built once per test session."""
-    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_model"))

@@ -18,11 +18,12 @@ Stops at ``search_limit`` selections, when the pool is empty, or before a probe 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from math import sqrt
 from typing import Any
 
+from cluster.engine import FINISH_LENGTH
 from search.labeling.base import Evidence, LabelResult, LabelRules, finish
 from search.labeling.probe import binary_targets
 from search.labeling.sequential import Prober
@@ -77,7 +78,7 @@ def _attach(tree: Tree, node: Node, rollout: Rollout, delimiter: str) -> _Candid
         return None
     path = tree.add_path(steps, step_token_counts(steps, rollout.n_tokens), origin="rollout", parent=node)
     leaf = path[-1]
-    if rollout.finish_reason == "length" or leaf.children or leaf.rollouts:
+    if rollout.finish_reason == FINISH_LENGTH or leaf.children or leaf.rollouts:
         return None  # no final answer, or the leaf is an inner step elsewhere: not a located error
     if not leaf.terminal:
         leaf.terminal, leaf.answer, leaf.outcome_correct = True, rollout.answer, rollout.correct
@@ -85,9 +86,20 @@ def _attach(tree: Tree, node: Node, rollout: Rollout, delimiter: str) -> _Candid
 
 
 def _score(c: _Candidate, mc: float, visits: dict[str, int], cfg: MctsConfig) -> float:
+    """OmegaPRM's selection score Q + U of candidate ``c`` whose state has MC value ``mc``.
+
+    Q = alpha^(1 - mc) * beta^(len(r) / L), len(r) = the continuation's tokens, L = ``length_scale``;
+    U = c_puct * sqrt(sum over states of N) / (1 + N(s)), N = how often a state was selected (``visits``).
+    """
     q = cfg.alpha ** (1 - mc) * cfg.beta ** (c.n_tokens / cfg.length_scale)
     u = cfg.c_puct * sqrt(sum(visits.values())) / (1 + visits.get(c.state.node_id, 0))
     return q + u
+
+
+def _select(pool: list[_Candidate], mc: Callable[[Node], float], visits: dict[str, int],
+            cfg: MctsConfig) -> _Candidate:
+    """The candidate with the highest ``_score`` (the first of equals, in pool order)."""
+    return max(pool, key=lambda c: _score(c, mc(c.state), visits, cfg))
 
 
 def label(tree: Tree, paths: list[list[Node]], problem: Problem, prompt: str, cfg: MctsConfig,
@@ -127,7 +139,7 @@ def label(tree: Tree, paths: list[list[Node]], problem: Problem, prompt: str, cf
         open_pool = [c for c in pool if 0 < mc(c.state) < 1]
         if not open_pool:
             break
-        chosen = max(open_pool, key=lambda c: _score(c, mc(c.state), visits, cfg))
+        chosen = _select(open_pool, mc, visits, cfg)
         pool.remove(chosen)
         visits[chosen.state.node_id] = visits.get(chosen.state.node_id, 0) + 1
         iterations += 1
