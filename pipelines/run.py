@@ -8,15 +8,17 @@ committed shard and the dataset holds each problem exactly once.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import ray
 from ray._private import ray_constants
@@ -372,7 +374,10 @@ def connect_ray(address: str, num_cpus: int | None) -> bool:
     if ray.is_initialized():
         return False
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or None, log_to_driver=False, configure_logging=False)
+        # a head on this machine bound to loopback (`ray start --node-ip-address 127.0.0.1`) is joined there
+        loopback = _is_loopback_address(address or os.environ["RAY_ADDRESS"])
+        with _loopback_node_ip() if loopback else nullcontext():
+            ray.init(address=address or None, log_to_driver=False, configure_logging=False)
         return False
     # "local" starts a fresh Ray even when another one runs on this machine (None would join that one)
     with _loopback_node_ip():
@@ -381,14 +386,24 @@ def connect_ray(address: str, num_cpus: int | None) -> bool:
     return True
 
 
+def _is_loopback_address(address: str) -> bool:
+    """``127.0.0.1:6379``, ``ray://localhost:10001``: a cluster address on this machine's loopback."""
+    host = urlsplit(address if "://" in address else f"//{address}").hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or "auto"
+        return False
+
+
 @contextmanager
 def _loopback_node_ip() -> Iterator[None]:
     """Let ``ray.init(_node_ip_address="127.0.0.1")`` keep the loopback address.
 
-    Ray (2.60) swaps a loopback node IP for the machine's routable one unless Ray "clusters" are disabled
-    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once at import into ``ray_constants.ENABLE_RAY_CLUSTER``),
-    and its servers bind to all interfaces unless the node IP is 127.0.0.1. The flag is set for the start
-    of this one local node only, so joining a real cluster later in the process is unaffected.
+    Ray (2.60) swaps a loopback node IP, or a loopback cluster address, for the machine's routable IP unless
+    Ray "clusters" are disabled (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once at import into
+    ``ray_constants.ENABLE_RAY_CLUSTER``), and its servers bind to all interfaces unless the node IP is
+    127.0.0.1. The flag is set for this one ``ray.init`` only, so joining a real cluster later in the
+    process is unaffected.
     """
     before = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
