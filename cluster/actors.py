@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -35,6 +35,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.backends import build_engine
 from cluster.engine import GenRequest, GenResult
+from cluster.resources import Demand
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class ActorSpec:
     engine: dict[str, Any] = field(default_factory=dict)  # the backend's own config
     num_cpus: float = 1.0  # per actor
     num_gpus: float = 0.0  # per actor; > 1 places one GPU bundle per device in a STRICT_PACK group (TP)
+    memory: float = 0.0  # bytes of Ray's "memory" resource reserved per actor (0: none)
+    resources: Mapping[str, float] = field(default_factory=dict)  # custom Ray resources per actor
     max_restarts: int = -1  # -1: Ray restarts a dead actor forever (the pool resubmits lost calls)
     max_task_retries: int = 0  # Ray-level call retries; 0 because the pool retries with its own budget
     max_concurrency: int = 1000  # calls in flight inside one actor
@@ -52,8 +55,10 @@ class ActorSpec:
     name_prefix: str = "engine"  # results get engine_id "<prefix>-<index>" (replacing the backend's)
 
     def __post_init__(self) -> None:
-        if self.num_cpus < 0 or self.num_gpus < 0:
-            raise ValueError("num_cpus and num_gpus must be >= 0")
+        if self.num_cpus < 0 or self.num_gpus < 0 or self.memory < 0:
+            raise ValueError("num_cpus, num_gpus and memory must be >= 0")
+        if any(v < 0 for v in self.resources.values()) or {"CPU", "GPU", "memory"} & set(self.resources):
+            raise ValueError("resources holds custom resources (>= 0); CPU, GPU and memory have fields")
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if self.batch_window_s < 0:
@@ -223,11 +228,32 @@ class EngineActor:
                 "in_flight": self._in_flight, **vars(self._counters)}
 
 
+def tensor_parallel(spec: ActorSpec) -> bool:
+    """A multi-GPU engine: its actor runs inside a STRICT_PACK group of one bundle per GPU."""
+    return spec.num_gpus > 1
+
+
+def _tp_bundles(spec: ActorSpec) -> list[dict[str, float]]:
+    """One ``{GPU: 1, CPU: 1}`` bundle per device; the actor's memory and custom resources ride on bundle 0."""
+    bundles = [{"GPU": 1.0, "CPU": 1.0} for _ in range(int(spec.num_gpus))]
+    bundles[0].update({k: v for k, v in {"memory": spec.memory, **spec.resources}.items() if v > 0})
+    return bundles
+
+
+def actor_demand(spec: ActorSpec, count: int) -> Demand:
+    """What ``count`` actors of ``spec`` ask Ray for (``cluster.resources`` checks it before a launch)."""
+    if tensor_parallel(spec):
+        return Demand("engine actor", tuple(_tp_bundles(spec)), count, strategy="STRICT_PACK")
+    return Demand("engine actor", ({"CPU": spec.num_cpus, "GPU": spec.num_gpus, "memory": spec.memory,
+                                    **spec.resources},), count)
+
+
 def actor_options(spec: ActorSpec) -> dict[str, Any]:
     """Ray options for one actor; a multi-GPU engine gets a STRICT_PACK placement group (one node).
 
-    With tensor parallelism the actor itself holds no GPU: its engine (vLLM with the ``ray`` executor)
-    starts one worker per bundle of the group it captured.
+    With tensor parallelism the actor itself holds no GPU and sits in bundle 0 (which carries its memory
+    and custom resources); its engine (vLLM with the ``ray`` executor) starts one worker per bundle of the
+    group it captured.
     """
     opts: dict[str, Any] = {
         "num_cpus": spec.num_cpus,
@@ -236,12 +262,15 @@ def actor_options(spec: ActorSpec) -> dict[str, Any]:
         "max_task_retries": spec.max_task_retries,
         "max_concurrency": spec.max_concurrency,
     }
-    if spec.num_gpus > 1:
-        bundles = [{"GPU": 1.0, "CPU": 1.0} for _ in range(int(spec.num_gpus))]
-        group = placement_group(bundles, strategy="STRICT_PACK")
+    if spec.memory:
+        opts["memory"] = spec.memory
+    if spec.resources:
+        opts["resources"] = dict(spec.resources)
+    if tensor_parallel(spec):
+        group = placement_group(_tp_bundles(spec), strategy="STRICT_PACK")
         opts["num_gpus"] = 0
         opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-            group, placement_group_capture_child_tasks=True)
+            group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)
     return opts
 
 

@@ -398,16 +398,23 @@ def report(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
 
 
 AddressOpt = Annotated[str, typer.Option("--address", help="Ray dashboard address, e.g. http://HEAD:8265")]
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", envvar="RAY_AUTH_TOKEN", show_envvar=True,
+    help="the cluster's Ray auth token (default: RAY_AUTH_TOKEN; with RAY_AUTH_MODE=token, Ray's token file)")]
 
 
 @app.command()
 def submit(config: Annotated[Path, typer.Argument(help="TOML recipe to run on the cluster")],
            address: AddressOpt = "http://127.0.0.1:8265",
            run_id: Annotated[str | None, typer.Option("--run-id", help="default: generated from the config name")] = None,
-           working_dir: Annotated[Path, typer.Option(help="shipped to the cluster")] = Path(".")) -> None:
+           working_dir: Annotated[Path, typer.Option(help="shipped to the cluster")] = Path("."),
+           token: TokenOpt = None,
+           python: Annotated[str | None, typer.Option(
+               "--python", help="interpreter on the head that has tracemill installed (default: this one)")] = None,
+           ) -> None:
     """Submit a run as a Ray job; the run id is the submission id, so a run is never submitted twice.
 
-    Example: tracemill submit --address http://10.0.0.1:8265 configs/sim.toml
+    Example: tracemill submit --address http://10.0.0.1:8265 --token "$(cat ~/.ray/auth_token)" configs/sim.toml
     """
     from pipelines.run import new_run_id
     from pipelines.submit import AlreadySubmitted
@@ -416,7 +423,7 @@ def submit(config: Annotated[Path, typer.Argument(help="TOML recipe to run on th
     try:
         cfg = load_config(config)
         rid = run_id or new_run_id(cfg)
-        console.print(f"submitted {submit_job(address, str(config), rid, working_dir=str(working_dir))}")
+        console.print(f"submitted {submit_job(address, str(config), rid, str(working_dir), token, python)}")
     except ConfigError as err:
         fail(str(err))
     except AlreadySubmitted as err:
@@ -424,7 +431,7 @@ def submit(config: Annotated[Path, typer.Argument(help="TOML recipe to run on th
 
 
 @app.command()
-def status(run_id: RunArg, address: AddressOpt = "http://127.0.0.1:8265") -> None:
+def status(run_id: RunArg, address: AddressOpt = "http://127.0.0.1:8265", token: TokenOpt = None) -> None:
     """The Ray job status of a submitted run.
 
     Example: tracemill status sim-20261121-101500-ab12cd
@@ -432,14 +439,15 @@ def status(run_id: RunArg, address: AddressOpt = "http://127.0.0.1:8265") -> Non
     from pipelines.submit import status as job_status
 
     try:
-        console.print(job_status(address, run_id))
+        console.print(job_status(address, run_id, token))
     except KeyError as err:
         fail(f"no job {run_id!r} at {address}: {err}")
 
 
 @app.command()
 def logs(run_id: RunArg, address: AddressOpt = "http://127.0.0.1:8265",
-         follow: Annotated[bool, typer.Option("--follow", "-f", help="stream until the job ends")] = False) -> None:
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="stream until the job ends")] = False,
+         token: TokenOpt = None) -> None:
     """The driver log of a submitted run.
 
     Example: tracemill logs sim-20261121-101500-ab12cd --follow
@@ -447,7 +455,7 @@ def logs(run_id: RunArg, address: AddressOpt = "http://127.0.0.1:8265",
     from pipelines.submit import logs as job_logs
 
     try:
-        for chunk in job_logs(address, run_id, follow=follow):
+        for chunk in job_logs(address, run_id, follow=follow, token=token):
             sys.stdout.write(chunk)
             sys.stdout.flush()
     except KeyError as err:

@@ -82,8 +82,11 @@ class StorageConfig(_Section):
 
 class RayConfig(_Section):
     address: str = ""  # "" starts a local Ray; "auto" or "ray://host:10001" joins a cluster
-    num_cpus: int | None = None  # local Ray only
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only (default: every core); 0 could place nothing
     max_retries: int = Field(3, ge=0)  # per request, after an engine actor dies
+    # seconds the run's actors may wait for Ray to place them before the run fails (exit 2): on a joined or
+    # autoscaling cluster a node may still come; a local Ray's shortfall fails at once (cluster/resources.py)
+    placement_timeout_s: float = Field(60.0, gt=0)
 
 
 class RunConfig(_Section):

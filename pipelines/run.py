@@ -8,16 +8,20 @@ committed shard and the dataset holds each problem exactly once.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import ray
+from ray._private import ray_constants
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,8 +35,9 @@ from rich.progress import (
 from rich.text import Text
 
 from cluster import arith
-from cluster.actors import ActorSpec
+from cluster.actors import ActorSpec, actor_demand
 from cluster.pool import EnginePool, PoolConfig, run_programs_async
+from cluster.resources import Demand, Unschedulable, require_placeable
 from pipelines.config import ConfigError, RunConfig
 from pipelines.validate import Validation, validate_run
 from search.given import given_solutions, has_given_solution
@@ -295,6 +300,7 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
         return
 
     started_ray = connect_ray(ray_address if ray_address is not None else cfg.ray.address, cfg.ray.num_cpus)
+    require_resources([actor_demand(spec, cfg.engine.replicas)], cfg.ray.placement_timeout_s, started_ray)
     pool = EnginePool.launch(spec, cfg.engine.replicas, PoolConfig(max_retries=cfg.ray.max_retries))
     try:
         messages = [prompt_messages(p, scfg) for _, shard in todo for p in shard]
@@ -353,18 +359,73 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
             ray.shutdown()
 
 
-def connect_ray(address: str, num_cpus: int | None) -> bool:
-    """Join ``address`` (or the cluster a Ray job runs in), else start a local Ray without a dashboard.
+LOOPBACK = "127.0.0.1"
 
-    Returns True when this call started a local Ray (the caller shuts it down).
+
+def connect_ray(address: str, num_cpus: int | None) -> bool:
+    """Join ``address`` (or the cluster a Ray job runs in), else start a local Ray bound to loopback.
+
+    A local Ray serves this process only, so none of its servers listens beyond 127.0.0.1: its node IP is
+    the loopback address (Ray's GCS, raylet, agents and workers then bind to it) and there is no dashboard.
+    Opening a cluster to the network is a deliberate ``ray start --head --node-ip-address ...`` plus
+    ``ray.address`` (README, "Running on a cluster"). Returns True when this call started a local Ray (the
+    caller shuts it down).
     """
     if ray.is_initialized():
         return False
-    joining = bool(address or os.environ.get("RAY_ADDRESS"))
+    if address or os.environ.get("RAY_ADDRESS"):
+        # a head on this machine bound to loopback (`ray start --node-ip-address 127.0.0.1`) is joined there
+        loopback = _is_loopback_address(address or os.environ["RAY_ADDRESS"])
+        with _loopback_node_ip() if loopback else nullcontext():
+            ray.init(address=address or None, log_to_driver=False, configure_logging=False)
+        return False
     # "local" starts a fresh Ray even when another one runs on this machine (None would join that one)
-    ray.init(address=address or (None if joining else "local"), include_dashboard=None if joining else False,
-             num_cpus=None if joining else num_cpus, log_to_driver=False, configure_logging=False)
-    return not joining
+    with _loopback_node_ip():
+        ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, _node_ip_address=LOOPBACK,
+                 log_to_driver=False, configure_logging=False)
+    return True
+
+
+def _is_loopback_address(address: str) -> bool:
+    """``127.0.0.1:6379``, ``ray://localhost:10001``: a cluster address on this machine's loopback."""
+    host = urlsplit(address if "://" in address else f"//{address}").hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or "auto"
+        return False
+
+
+@contextmanager
+def _loopback_node_ip() -> Iterator[None]:
+    """Let ``ray.init(_node_ip_address="127.0.0.1")`` keep the loopback address.
+
+    Ray (2.60) swaps a loopback node IP, or a loopback cluster address, for the machine's routable IP unless
+    Ray "clusters" are disabled (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once at import into
+    ``ray_constants.ENABLE_RAY_CLUSTER``), and its servers bind to all interfaces unless the node IP is
+    127.0.0.1. The flag is set for this one ``ray.init`` only, so joining a real cluster later in the
+    process is unaffected.
+    """
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def require_resources(demands: list[Demand], timeout_s: float, started_ray: bool) -> None:
+    """Fail the run at once (``ConfigError``: one line, exit 2, run marked failed) on what Ray cannot place.
+
+    A local Ray this run started is checked for certain against its totals, then every placement is
+    probed within ``ray.placement_timeout_s``; on refusal that Ray is shut down before the error goes up.
+    """
+    try:
+        require_placeable(demands, timeout_s, certain=started_ray)
+    except Unschedulable as err:
+        if started_ray:
+            ray.shutdown()
+        raise ConfigError(f"config error: {err} (set by engine.num_cpus, engine.num_gpus, engine.replicas, "
+                          "ray.num_cpus)") from None
 
 
 def _progress(enabled: bool) -> Progress:

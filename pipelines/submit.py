@@ -5,9 +5,16 @@ of the same id is refused with a message naming the existing job. The working di
 job's ``runtime_env.working_dir`` (without the virtualenv, run data and git history); the config must live
 inside it, because the job reads it from there.
 
-Token auth (``RAY_AUTH_MODE=token`` on the cluster): pass ``token`` and it is sent as a bearer
-``Authorization`` header; without it Ray's client sends the token it finds itself when this process runs
-with ``RAY_AUTH_MODE=token`` (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``, default ``~/.ray/auth_token``).
+The job runs the CLI with the interpreter tracemill is installed in (``python``: by default this process's
+``sys.executable``, so a head node with the same install path, or the same image, finds it), never with
+whatever ``python`` the head's ``PATH`` has: a bare interpreter there lacks the dependencies (``No module
+named typer``). On a cluster laid out differently, pass the head's interpreter (``--python``); the shipped
+working dir comes first on its ``sys.path``, so the job runs the submitted code.
+
+Token auth (``RAY_AUTH_MODE=token`` on the cluster): pass ``token`` (``--token``, or ``RAY_AUTH_TOKEN`` in
+the environment) and it is sent as a bearer ``Authorization`` header; without it Ray's client sends the token
+it finds itself when this process runs with ``RAY_AUTH_MODE=token`` (``RAY_AUTH_TOKEN_PATH``, default
+``~/.ray/auth_token``).
 
 Example:
     >>> submit("http://head:8265", "configs/gsm8k.toml", "gsm8k-001", ".")  # doctest: +SKIP
@@ -21,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from ray.job_submission import JobSubmissionClient
 
 WORKING_DIR_EXCLUDES = [".venv", ".git", "runs", "tracemill_data", "__pycache__", "*.pyc", ".pytest_cache"]
-ENTRYPOINT = "python -m pipelines.cli run --config {config} --run-id {run_id}"
+ENTRYPOINT = "{python} -m pipelines.cli run --config {config} --run-id {run_id}"
 
 
 class AlreadySubmitted(RuntimeError):
@@ -40,9 +48,10 @@ def client(address: str, token: str | None = None) -> JobSubmissionClient:
     return JobSubmissionClient(address, headers=headers)
 
 
-def entrypoint(config: str, run_id: str) -> str:
-    """The job's command line: the pipeline CLI on the shipped config."""
-    return ENTRYPOINT.format(config=shlex.quote(config), run_id=shlex.quote(run_id))
+def entrypoint(config: str, run_id: str, python: str | None = None) -> str:
+    """The job's command line: the pipeline CLI on the shipped config, run by tracemill's interpreter."""
+    return ENTRYPOINT.format(python=shlex.quote(python or sys.executable), config=shlex.quote(config),
+                             run_id=shlex.quote(run_id))
 
 
 def config_in_working_dir(config_path: str | Path, working_dir: str | Path) -> str:
@@ -73,10 +82,13 @@ def submit_entrypoint(address: str, run_id: str, command: str, working_dir: str 
 
 
 def submit(address: str, config_path: str | Path, run_id: str, working_dir: str | Path = ".",
-           token: str | None = None) -> str:
-    """Submit the run ``run_id`` of the config at ``config_path``; returns the submission id (= run id)."""
+           token: str | None = None, python: str | None = None) -> str:
+    """Submit the run ``run_id`` of the config at ``config_path``; returns the submission id (= run id).
+
+    ``python``: the interpreter on the head node that has tracemill's dependencies (default: this one).
+    """
     config = config_in_working_dir(config_path, working_dir)
-    return submit_entrypoint(address, run_id, entrypoint(config, run_id), working_dir, token)
+    return submit_entrypoint(address, run_id, entrypoint(config, run_id, python), working_dir, token)
 
 
 def status(address: str, run_id: str, token: str | None = None) -> str:
