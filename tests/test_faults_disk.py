@@ -17,6 +17,7 @@ import pytest
 
 from storage.catalog import Catalog
 from storage.layout import RunPaths
+from storage.manifest import Manifest
 from storage.runs import fail_run, read_run, start_run
 from storage.shards import ShardWriter
 from tests.mounts import fill, small_disk, snapshot
@@ -55,6 +56,28 @@ def test_commit_on_a_full_disk_changes_nothing_then_commits_exactly_once(disk):
     assert not w.commit("s1", {"problems": _problems("b", 10)})
     assert _count(root) == [{"n": 20, "d": 20}]
     assert _count(root, "nodes") == [{"n": 1, "d": 1}]
+
+
+def test_space_running_out_at_the_manifest_write_leaves_no_file_of_the_shard(tmp_path, monkeypatch):
+    """The disk fills between the shard's files and its manifest (the last write): nothing may be visible."""
+    root = tmp_path / "data"
+    w = ShardWriter(root, "r1")
+    w.replace("datasets", {"traces": [{"trace_id": "t1", "problem_id": "p1"}],
+                           "filtered": [{"row_id": "f1", "problem_id": "p1"}]})
+    before = snapshot(root / "runs")
+
+    def no_space(self, paths):  # noqa: ANN001 - Manifest.stage's signature
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(paths.manifest))
+
+    with monkeypatch.context() as m:
+        m.setattr(Manifest, "stage", no_space)
+        with pytest.raises(OSError, match="No space left"):
+            w.commit("s1", {"problems": _problems("b", 3)})
+        with pytest.raises(OSError, match="No space left"):
+            w.replace("datasets", {"traces": [{"trace_id": "t2", "problem_id": "p2"}]})
+    assert snapshot(root / "runs") == before  # no stray shard file, the old datasets (both tables) intact
+    with Catalog(root, save=False) as cat:
+        assert cat.sql("SELECT trace_id FROM traces").to_pylist() == [{"trace_id": "t1"}]
 
 
 def test_replace_on_a_full_disk_keeps_the_old_version(disk):
