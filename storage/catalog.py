@@ -47,7 +47,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.layout import DEFAULT_ROOT, RunPaths, run_ids
+from storage.layout import DEFAULT_ROOT, DISK_FULL, RunPaths, run_ids
 from storage.manifest import Manifest, ManifestError, run_files
 from storage.schemas import TABLES
 
@@ -186,11 +186,17 @@ class Catalog:
             if self.path.exists():
                 warnings.warn(f"{self.path} is not writable; its saved views are out of date", stacklevel=3)
             return False
+        existed = self.path.exists()
         for attempt in range(PERSIST_ATTEMPTS):
             try:
                 self.con.execute(f"ATTACH {_quote(str(self.path))} AS {_PERSISTED}")
                 break
-            except duckdb.OperationalError:  # IOException (other process) or ResourceInUse (this one)
+            except duckdb.OperationalError as err:  # IOException (other process) or ResourceInUse (this one)
+                if _disk_full(err):
+                    if not existed:  # what the failed ATTACH created is no catalog
+                        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+                            path.unlink(missing_ok=True)
+                    return _not_saved(self.path, err)
                 time.sleep(PERSIST_BACKOFF_S * 2**attempt)
         else:
             warnings.warn(f"{self.path} is locked by another process; its views were not updated", stacklevel=3)
@@ -201,15 +207,18 @@ class Catalog:
             self._create_views(views, _PERSISTED)
             for name, stamp in stamps.items():
                 self.con.execute(f"COMMENT ON VIEW {_PERSISTED}.main.{name} IS {_quote(stamp)}")
-        except duckdb.IOException as err:  # a full disk: the views saved before stay, the data is untouched
-            warnings.warn(f"{self.path} not updated: {str(err).splitlines()[0]}", stacklevel=3)
-            return False
+        except duckdb.Error as err:  # a full disk: the views saved before stay (DuckDB commits atomically)
+            if not _disk_full(err):
+                raise
+            return _not_saved(self.path, err)
         finally:
             self.con.execute("RESET file_search_path")
             try:
                 self.con.execute(f"DETACH {_PERSISTED}")
-            except duckdb.IOException as err:  # its final checkpoint could not be written
-                warnings.warn(f"{self.path} not updated: {str(err).splitlines()[0]}", stacklevel=3)
+            except duckdb.Error as err:  # its final checkpoint did not fit
+                if not _disk_full(err):
+                    raise
+                _not_saved(self.path, err)
         return True
 
     def _saved_stamps(self) -> dict[str, str] | None:
@@ -234,6 +243,16 @@ class Catalog:
         except OSError:
             return False
         return os.access(self.root, os.W_OK) and (not self.path.exists() or os.access(self.path, os.W_OK))
+
+
+def _disk_full(err: duckdb.Error) -> bool:
+    """Whether DuckDB failed for want of space (it reports the OS error as text only)."""
+    return any(os.strerror(code) in str(err) for code in DISK_FULL)
+
+
+def _not_saved(path: Path, err: duckdb.Error) -> bool:
+    warnings.warn(f"{path} not updated: {str(err).splitlines()[0]}", stacklevel=4)
+    return False
 
 
 def _readable_run(paths: RunPaths) -> Manifest:

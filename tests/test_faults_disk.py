@@ -13,6 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from storage.catalog import Catalog
@@ -112,16 +113,30 @@ def test_a_run_that_filled_the_disk_is_still_marked_failed(disk):
     assert start_run(root, "r1", {"name": "x"}).status == "running"
 
 
-def test_saving_the_catalog_on_a_full_disk_warns_and_queries_still_work(disk):
+@pytest.mark.parametrize("saved_before", [False, True])
+def test_saving_the_catalog_on_a_full_disk_warns_and_recovers(disk, saved_before):
     root = disk / "data"
     with ShardWriter(root, "r1") as w:
         w.commit("s0", {"problems": _problems("a", 3)})
-    fill(disk)
+    if saved_before:
+        with Catalog(root):
+            pass
+        with ShardWriter(root, "r1") as w:
+            w.commit("s1", {"problems": _problems("b", 2)})
+    ballast = fill(disk)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with Catalog(root) as cat:
-            assert cat.sql("SELECT count(*) AS n FROM problems").to_pylist() == [{"n": 3}]
-    assert any("catalog.duckdb" in str(w.message) for w in caught), [str(w.message) for w in caught]
+            assert cat.sql("SELECT count(*) AS n FROM problems").to_pylist() == [{"n": 5 if saved_before else 3}]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "catalog.duckdb not updated" in messages[0] and "No space left" in messages[0]
+    assert (root / "catalog.duckdb").exists() == saved_before  # a catalog the failed save began is removed
+    ballast.unlink()
+    with Catalog(root):
+        pass
+    con = duckdb.connect(str(root / "catalog.duckdb"), read_only=True, config={"file_search_path": str(root)})
+    assert con.sql("SELECT count(*) FROM problems").fetchall() == [(5 if saved_before else 3,)]
+    con.close()
 
 
 CONFIG = """
