@@ -40,8 +40,8 @@ def fail(message: str, code: int = 2) -> None:
 def _one_line_errors() -> None:
     """Runs before every command: warnings and storage faults print as one line on stderr, not a traceback.
 
-    A disk that is full or read-only is no bug of the program: the error (with the notes the failing layer
-    added, e.g. "run X is marked failed; resume it with ...") is printed as one line and the exit code is 1.
+    A disk that is full, read-only or not ours to write is no bug of the program: the error (with the notes
+    the failing layer added, e.g. "run X is marked failed; free some space ...") prints as one line, exit 1.
     """
     warnings.showwarning = _show_warning
     sys.excepthook = _storage_excepthook
@@ -56,7 +56,7 @@ def _storage_excepthook(kind, err, tb) -> None:  # noqa: ANN001 - sys.excepthook
 
     from storage.layout import DISK_FULL
 
-    if isinstance(err, OSError) and err.errno in DISK_FULL | {errno.EROFS}:
+    if isinstance(err, OSError) and err.errno in DISK_FULL | {errno.EROFS, errno.EACCES}:
         notes = "; ".join(getattr(err, "__notes__", []))
         err_console.print(f"[red]error:[/red] {err}" + (f"; {notes}" if notes else ""), highlight=False, soft_wrap=True)
         return  # the interpreter exits with 1 after an uncaught exception
