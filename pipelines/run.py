@@ -273,7 +273,7 @@ def _mark_failed(root: Path, run_id: str, err: BaseException, summary: RunSummar
         err.add_note(f"run {run_id} could not be marked failed either ({second.strerror}); it still reads running")
         return
     if is_disk_full(err):
-        err.add_note(f"run {run_id} is marked failed; free some space, then finish it with "
+        err.add_note(f"run {run_id} is marked failed; free some space under {root}, then finish it with "
                      f"tracemill run --config <its config> --resume {run_id}")
 
 
