@@ -23,7 +23,7 @@ a root that is not writable is skipped (with a warning only if its saved views a
 
 Read-only use. ``save=False`` never writes ``catalog.duckdb`` (the read commands: ``sql``, ``runs``,
 ``report``, ``validate``, ``export``; a read-only root then works as any other). ``restricted=True`` is for
-SQL typed by a user (``tracemill sql``): only ``SELECT`` statements run (no COPY, ATTACH, INSTALL, LOAD,
+SQL typed by a user (``tracemill sql``): only ``SELECT`` (and ``EXPLAIN`` of one) runs (no COPY, ATTACH, INSTALL, LOAD,
 SET, PRAGMA, CREATE ...; ``QueryRefused`` otherwise), DuckDB may open files under the data root only
 (``enable_external_access = false`` with ``allowed_directories``), extensions are neither installed nor
 loaded, and the configuration is locked so no statement can undo any of this.
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -58,6 +59,7 @@ _PERSISTED = "persisted"  # alias of catalog.duckdb while attached
 _STAMP = "tracemill view sha256:"  # saved views' comment: this prefix and the digest of the view's definition
 _STAMP_CHARS = 16  # hex digits of the digest kept (64 bits: collisions between two definitions do not happen)
 _READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT})  # what a restricted catalog runs (SHOW too)
+_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?:ANALYZE\s+)?(.*)", re.IGNORECASE | re.DOTALL)  # and the statement explained
 
 
 class QueryRefused(ValueError):
@@ -271,12 +273,18 @@ def _readable_run(paths: RunPaths) -> Manifest:
 
 
 def _check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Raise ``QueryRefused`` unless every statement of ``query`` is a plain query."""
+    """Raise ``QueryRefused`` unless every statement of ``query`` is a plain query, or ``EXPLAIN [ANALYZE]``
+    of one (``EXPLAIN ANALYZE`` runs the statement it explains, so that statement is checked in turn)."""
     for statement in con.extract_statements(query):
+        if statement.type == duckdb.StatementType.EXPLAIN:
+            explained = _EXPLAIN.fullmatch(statement.query)
+            if explained:
+                _check_read_only(con, explained.group(1))
+                continue
         if statement.type not in _READ_ONLY_STATEMENTS:
             kind = statement.type.name
             raise QueryRefused(f"{kind} statements are refused: tracemill sql runs queries only "
-                               "(SELECT, SHOW, DESCRIBE); pass --unsafe for full DuckDB")
+                               "(SELECT, SHOW, DESCRIBE, EXPLAIN); pass --unsafe for full DuckDB")
 
 
 def _empty_select(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:

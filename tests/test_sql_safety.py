@@ -64,6 +64,7 @@ def _attacks(root: Path) -> dict[str, str]:
         "pragma": "PRAGMA threads = 1",
         "export the database": f"EXPORT DATABASE '{root}/dump'",
         "create a table": "CREATE TABLE t AS SELECT 1 AS x",
+        "explain analyze runs a copy": f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{paths.manifest}' (FORMAT json)",
     }
 
 
@@ -100,7 +101,8 @@ def test_queries_still_work_read_only(root):
     shard = RunPaths(root, "a").shard_file("problems", "shard-000000")
     inside = _cli("sql", "--root", str(root), "--format", "json", f"SELECT count(*) AS n FROM read_parquet('{shard}')")
     assert _rows(inside) == [{"n": 3}], inside.stderr  # files under the root stay readable
-    for query in ("SHOW TABLES", "DESCRIBE problems", "WITH x AS (SELECT 1 AS y) SELECT * FROM x"):
+    for query in ("SHOW TABLES", "DESCRIBE problems", "WITH x AS (SELECT 1 AS y) SELECT * FROM x",
+                  "EXPLAIN ANALYZE SELECT count(*) FROM problems"):
         assert _cli("sql", "--root", str(root), query).returncode == 0, query
     runs = _cli("runs", "--root", str(root), "--format", "json")
     assert [(r["run_id"], r["status"]) for r in _rows(runs)] == [("a", "finished"), ("b", "finished")]
