@@ -81,6 +81,35 @@ def test_space_running_out_at_the_manifest_write_leaves_no_file_of_the_shard(tmp
         assert cat.sql("SELECT trace_id FROM traces").to_pylist() == [{"trace_id": "t1"}]
 
 
+FILE_TOO_LARGE = """
+import os, resource, signal, sys
+from storage.layout import is_disk_full
+from storage.shards import ShardWriter
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+try:
+    ShardWriter(sys.argv[1], "r1").commit("s1", {"problems": [{"problem_id": f"b{i}", "question": os.urandom(1000).hex()}
+                                                             for i in range(200)]})
+except OSError as err:
+    print(err.errno, is_disk_full(err))
+"""
+
+
+def test_a_file_size_limit_fails_a_commit_like_a_full_disk(tmp_path):
+    """EFBIG (RLIMIT_FSIZE, no mount needed) is handled as a full disk: nothing visible, committed later."""
+    root = tmp_path / "data"
+    assert ShardWriter(root, "r1").commit("s0", {"problems": _problems("a", 3)})
+    before = snapshot(root / "runs")
+    out = subprocess.run([sys.executable, "-c", FILE_TOO_LARGE, str(root)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.split() == [str(errno.EFBIG), "True"], out.stdout + out.stderr
+    assert snapshot(root / "runs") == before
+    assert [p for p in (root / "staging").rglob("*") if p.is_file()] == []
+    big = [{"problem_id": f"b{i}", "question": os.urandom(1000).hex()} for i in range(200)]  # ~200 KB compressed
+    assert ShardWriter(root, "r1").commit("s1", {"problems": big})
+    assert _count(root) == [{"n": 203, "d": 203}]
+
+
 def test_replace_on_a_full_disk_keeps_the_old_version(disk):
     root = disk / "data"
     w = ShardWriter(root, "r1")
