@@ -1,12 +1,14 @@
 """The ``tracemill`` command line. Each command parses its arguments and calls one library function.
 
-Bad command lines and bad configs print one clear line and exit with code 2; nothing is written.
+Bad command lines and bad configs print one clear line and exit with code 2; nothing is written. A full disk
+(or a read-only one where a command must write) prints one line and exits 1; warnings print as one line each.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +34,33 @@ DEFAULT_ROOT = Path("tracemill_data")
 def fail(message: str, code: int = 2) -> None:
     err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@app.callback()
+def _one_line_errors() -> None:
+    """Runs before every command: warnings and storage faults print as one line on stderr, not a traceback.
+
+    A disk that is full, read-only or not ours to write is no bug of the program: the error (with the notes
+    the failing layer added, e.g. "run X is marked failed; free some space ...") prints as one line, exit 1.
+    """
+    warnings.showwarning = _show_warning
+    sys.excepthook = _storage_excepthook
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
+    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
+def _storage_excepthook(kind, err, tb) -> None:  # noqa: ANN001 - sys.excepthook API
+    import errno
+
+    from storage.layout import DISK_FULL
+
+    if isinstance(err, OSError) and err.errno in DISK_FULL | {errno.EROFS, errno.EACCES}:
+        notes = "; ".join(getattr(err, "__notes__", []))
+        err_console.print(f"[red]error:[/red] {err}" + (f"; {notes}" if notes else ""), highlight=False, soft_wrap=True)
+        return  # the interpreter exits with 1 after an uncaught exception
+    sys.__excepthook__(kind, err, tb)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, object]:
@@ -85,20 +114,27 @@ def sql(query: Annotated[str, typer.Argument(help="SQL over the views runs, prob
         run: Annotated[str | None, typer.Option("--run", help="restrict every view to this run")] = None,
         fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
         root: RootOpt = DEFAULT_ROOT,
-        limit: Annotated[int, typer.Option(help="rows shown in table format")] = 50) -> None:
-    """Query the catalog with DuckDB SQL.
+        limit: Annotated[int, typer.Option(help="rows shown in table format")] = 50,
+        unsafe: Annotated[bool, typer.Option("--unsafe", help="full DuckDB: COPY, ATTACH, SET, any file")] = False,
+        ) -> None:
+    """Query the catalog with DuckDB SQL: read-only, files under the root only (--unsafe lifts both).
 
     Example: tracemill sql "SELECT strategy, avg(value) FROM step_labels GROUP BY 1"
     """
     import duckdb
 
-    from storage.catalog import Catalog
+    from storage.catalog import Catalog, QueryRefused
+    from storage.manifest import ManifestError
 
     if fmt not in ("table", "csv", "json"):
         fail(f"--format must be one of table, csv, json (got {fmt!r})")
+    if run is not None:
+        _require_run(root, run)
     try:
-        with Catalog(root) as cat:
+        with Catalog(root, save=False, restricted=not unsafe) as cat:
             result = cat.sql(query, run_id=run)
+    except (QueryRefused, ManifestError) as err:
+        fail(str(err))
     except duckdb.Error as err:
         fail(f"query failed: {str(err).splitlines()[0]}")
     print_arrow(result, fmt, limit)
@@ -113,7 +149,7 @@ def runs(root: RootOpt = DEFAULT_ROOT,
     """
     from storage.catalog import Catalog
 
-    with Catalog(root) as cat:
+    with Catalog(root, save=False) as cat:
         table = cat.runs()
         if fmt == "table":  # the columns that fit a terminal; csv/json give them all
             cat.con.register("_runs", table)
@@ -388,9 +424,14 @@ def report(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
 
     Example: tracemill report quickstart-20261121-101500-ab12cd
     """
+    import os
+
     from pipelines.report import write_report
+    from storage.layout import RunPaths
 
     _require_run(root, run_id)
+    if out is None and not os.access(RunPaths(root, run_id).run_dir, os.W_OK):
+        fail(f"{RunPaths(root, run_id).run_dir} is not writable; write the report elsewhere with --out FILE", 1)
     try:
         console.print(f"report: {write_report(root, run_id, out)}")
     except FileNotFoundError as err:
@@ -463,13 +504,20 @@ def logs(run_id: RunArg, address: AddressOpt = "http://127.0.0.1:8265",
 
 
 def _require_run(root: Path, run_id: str) -> None:
-    """Exit 2 with one line, before anything is written, when ``run_id`` is not a run under ``root``."""
+    """Exit 2 with one line, before anything is written, when ``run_id`` is not a run under ``root``;
+    exit 1 with one line when its manifest is damaged (the other runs on the root are unaffected)."""
+    from storage.layout import RunPaths
+    from storage.manifest import Manifest, ManifestError
     from storage.runs import UnknownRunError, require_run
 
     try:
         require_run(root, run_id)
     except UnknownRunError as err:
         fail(str(err))
+    try:
+        Manifest.load(RunPaths(root, run_id))
+    except ManifestError as err:
+        fail(str(err), 1)
 
 
 def print_arrow(table, fmt: str, limit: int) -> None:  # noqa: ANN001 - a pyarrow Table

@@ -2,7 +2,8 @@
 
 ``build_datasets`` turns labeled solutions into ``prm_dataset`` rows and mined traces into ``sft_dataset``
 rows and commits them as the run's one ``datasets`` shard, *replacing* it: building again (at the end of
-``run``, then by every ``export``) never adds a second copy, and identical rows leave the files untouched.
+``run``, then by every ``export``) never adds a second copy, and identical rows leave the files untouched
+(checked without taking the run's lock, so exporting an up-to-date run from a read-only root works).
 
 ``export`` writes one folder per dataset plus a dataset card, so ``datasets.load_dataset(DIR, "prm")``
 (``"sft"``, ``"grpo"``, ``"math_shepherd"``) works as it is::
@@ -47,7 +48,7 @@ from storage.catalog import Catalog
 from storage.layout import DEFAULT_ROOT, replace_synced
 from storage.runs import RunRecord, require_run
 from storage.schemas import TABLES
-from storage.shards import ShardWriter
+from storage.shards import ShardWriter, holds
 
 DATASETS_SHARD = "datasets"  # the run's one derived shard holding prm_dataset, sft_dataset and their filtered rows
 CARD = "README.md"
@@ -83,8 +84,10 @@ def build_datasets(root: Path = DEFAULT_ROOT, run_id: str = "", options: BuildOp
                         run_id)
         traces = cat.sql("SELECT * FROM traces ORDER BY problem_id, kind, trace_id", run_id=run_id)
     sft = sft_table(traces, questions, opts.sft, run_id)
-    with ShardWriter(root, run_id) as writer:
-        writer.replace(DATASETS_SHARD, {"prm_dataset": prm.rows, "sft_dataset": sft, "filtered": prm.filtered})
+    tables = {"prm_dataset": prm.rows, "sft_dataset": sft, "filtered": prm.filtered}
+    if not holds(root, run_id, DATASETS_SHARD, tables):  # up to date: no lock, so a read-only root works
+        with ShardWriter(root, run_id) as writer:
+            writer.replace(DATASETS_SHARD, tables)
     return {"prm_dataset": prm.rows.num_rows, "sft_dataset": sft.num_rows, "prm_filtered": prm.filtered.num_rows}
 
 

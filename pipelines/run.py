@@ -47,6 +47,7 @@ from search.problems import Problem
 from search.program import Program
 from search.sampling import SamplingConfig, prompt_messages, sample_solutions
 from storage.catalog import Catalog
+from storage.layout import is_disk_full
 from storage.rejects import reject_row
 from storage.runs import fail_run, finish_run, start_run
 from storage.shards import ShardWriter
@@ -252,14 +253,14 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
     try:
         _execute(cfg, problems, load_rejects, scfg, lcfg, spec, run_id, root, summary, resume, progress,
                  ray_address)
+        summary.mined = mine_outputs(cfg, root, run_id)
+        summary.validation = validate_run(root, run_id)
+        summary.wall_s = time.perf_counter() - start
+        finish_run(root, run_id, summary.stats())
     except BaseException as err:
         summary.wall_s = time.perf_counter() - start
-        fail_run(root, run_id, f"{type(err).__name__}: {err}", summary.stats())
+        _mark_failed(root, run_id, err, summary)
         raise
-    summary.mined = mine_outputs(cfg, root, run_id)
-    summary.validation = validate_run(root, run_id)
-    summary.wall_s = time.perf_counter() - start
-    finish_run(root, run_id, summary.stats())
     with Catalog(root):  # refresh the catalog file so `cd tracemill_data && duckdb catalog.duckdb` sees this run
         pass
     if report:
@@ -267,6 +268,18 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
 
         summary.report = str(write_report(root, run_id))
     return summary
+
+
+def _mark_failed(root: Path, run_id: str, err: BaseException, summary: RunSummary) -> None:
+    """Record the run as failed; on a full disk, say so and how to finish it (notes on ``err``, one line)."""
+    try:
+        fail_run(root, run_id, f"{type(err).__name__}: {err}", summary.stats())
+    except OSError as second:  # the disk is so full that even the freed reserve did not hold the row
+        err.add_note(f"run {run_id} could not be marked failed either ({second.strerror}); it still reads running")
+        return
+    if is_disk_full(err):
+        err.add_note(f"run {run_id} is marked failed; free some space under {root}, then finish it with "
+                     f"tracemill run --config <its config> --resume {run_id}")
 
 
 def mine_outputs(cfg: RunConfig, root: Path, run_id: str) -> dict[str, int]:

@@ -21,6 +21,16 @@ config={"file_search_path": "/data/root"})``). Each saved view carries a comment
 definition: the file is rewritten only when some view changed, so read-only commands leave it alone, and
 a root that is not writable is skipped (with a warning only if its saved views are out of date).
 
+Read-only use. ``save=False`` never writes ``catalog.duckdb`` (the read commands: ``sql``, ``runs``,
+``report``, ``validate``, ``export``; a read-only root then works as any other). ``restricted=True`` is for
+SQL typed by a user (``tracemill sql``): only ``SELECT`` (and ``EXPLAIN`` of one) runs (no COPY, ATTACH, INSTALL, LOAD,
+SET, PRAGMA, CREATE ...; ``QueryRefused`` otherwise), DuckDB may open files under the data root only
+(``enable_external_access = false`` with ``allowed_directories``), extensions are neither installed nor
+loaded, and the configuration is locked so no statement can undo any of this.
+
+One bad run. A run whose manifest or ``runs`` row file cannot be read is left out of the views with a warning
+naming it, so the other runs on the root stay queryable; asking for that run by ``run_id`` raises.
+
 A ``Catalog`` is a snapshot as of its last ``refresh()`` (run on open). Its connection is not for concurrent
 use from several threads: give each thread its own ``Catalog``.
 """
@@ -29,15 +39,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import warnings
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from storage.layout import DEFAULT_ROOT, RunPaths, run_ids
-from storage.manifest import Manifest, run_files
+from storage.layout import DEFAULT_ROOT, DISK_FULL, RunPaths, run_ids
+from storage.manifest import Manifest, ManifestError, run_files
 from storage.schemas import TABLES
 
 CATALOG_FILE = "catalog.duckdb"
@@ -46,6 +58,12 @@ PERSIST_BACKOFF_S = 0.05  # first wait between tries; doubles each time (0.05 + 
 _PERSISTED = "persisted"  # alias of catalog.duckdb while attached
 _STAMP = "tracemill view sha256:"  # saved views' comment: this prefix and the digest of the view's definition
 _STAMP_CHARS = 16  # hex digits of the digest kept (64 bits: collisions between two definitions do not happen)
+_READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT})  # what a restricted catalog runs (SHOW too)
+_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?:ANALYZE\s+)?(.*)", re.IGNORECASE | re.DOTALL)  # and the statement explained
+
+
+class QueryRefused(ValueError):
+    """A restricted catalog was given a statement that is not a plain query (COPY, ATTACH, SET, ...)."""
 
 
 class Catalog:
@@ -55,12 +73,18 @@ class Catalog:
     ...     cat.sql("SELECT problem_id, avg(value) FROM step_labels GROUP BY 1", run_id="run-1")
     """
 
-    def __init__(self, root: Path | str = DEFAULT_ROOT, *, save: bool = True) -> None:
-        """``save=False`` never writes ``catalog.duckdb`` (for a read-only or shared data root)."""
+    def __init__(self, root: Path | str = DEFAULT_ROOT, *, save: bool = True, restricted: bool = False) -> None:
+        """``save=False`` never writes ``catalog.duckdb``; ``restricted`` runs queries only, inside the root."""
         self.root = Path(root).absolute()
-        self.save = save
-        self.con = duckdb.connect()
+        self.save = save and not restricted
+        self.restricted = restricted
+        self.con = duckdb.connect(config={"autoinstall_known_extensions": not restricted,
+                                          "autoload_known_extensions": not restricted})
         self.con.execute("SET TimeZone = 'UTC'")  # timestamps come back in UTC, as they were written
+        if restricted:  # allowed_directories can only be set once the database runs, so after connect
+            self.con.execute(f"SET allowed_directories = [{_quote(str(self.root) + os.sep)}]")
+            self.con.execute("SET enable_external_access = false")
+            self.con.execute("SET lock_configuration = true")
         self._empty = {name: _empty_select(self.con, schema) for name, schema in TABLES.items()}
         self._run_rows: dict[str, dict[str, int]] = {}
         self._run_shards: dict[str, int] = {}
@@ -76,7 +100,11 @@ class Catalog:
         self._run_rows, self._run_shards = {}, {}
         for rid in run_ids(self.root):
             paths = RunPaths(self.root, rid)
-            manifest = Manifest.load(paths)
+            try:
+                manifest = _readable_run(paths)
+            except ManifestError as err:
+                warnings.warn(f"run {rid} skipped: {err}", stacklevel=2)
+                continue
             for table, table_files in run_files(paths, manifest).items():
                 files.setdefault(table, []).extend(table_files)
             self._run_rows[rid] = manifest.rows()
@@ -91,10 +119,14 @@ class Catalog:
 
         With ``run_id``, the table names in ``query`` mean that run's rows only: temporary views of the same
         names, read from the run's current manifest, shadow the global views for the duration of the call.
+        A restricted catalog raises ``QueryRefused`` for anything but queries, before running any of it.
         """
+        if self.restricted:
+            _check_read_only(self.con, query)
         if run_id is None:
             return self.con.sql(query, params=params).to_arrow_table()
-        files = run_files(RunPaths(self.root, run_id), Manifest.load(RunPaths(self.root, run_id)))
+        paths = RunPaths(self.root, run_id)
+        files = run_files(paths, _readable_run(paths))
         self._create_views({name: self._view_body(name, files.get(name, [])) for name in TABLES}, None)
         try:
             return self.con.sql(query, params=params).to_arrow_table()
@@ -156,11 +188,17 @@ class Catalog:
             if self.path.exists():
                 warnings.warn(f"{self.path} is not writable; its saved views are out of date", stacklevel=3)
             return False
+        existed = self.path.exists()
         for attempt in range(PERSIST_ATTEMPTS):
             try:
                 self.con.execute(f"ATTACH {_quote(str(self.path))} AS {_PERSISTED}")
                 break
-            except duckdb.OperationalError:  # IOException (other process) or ResourceInUse (this one)
+            except duckdb.OperationalError as err:  # IOException (other process) or ResourceInUse (this one)
+                if _disk_full(err):
+                    if not existed:  # what the failed ATTACH created is no catalog
+                        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+                            path.unlink(missing_ok=True)
+                    return _not_saved(self.path, err)
                 time.sleep(PERSIST_BACKOFF_S * 2**attempt)
         else:
             warnings.warn(f"{self.path} is locked by another process; its views were not updated", stacklevel=3)
@@ -171,9 +209,18 @@ class Catalog:
             self._create_views(views, _PERSISTED)
             for name, stamp in stamps.items():
                 self.con.execute(f"COMMENT ON VIEW {_PERSISTED}.main.{name} IS {_quote(stamp)}")
+        except duckdb.Error as err:  # a full disk: the views saved before stay (DuckDB commits atomically)
+            if not _disk_full(err):
+                raise
+            return _not_saved(self.path, err)
         finally:
             self.con.execute("RESET file_search_path")
-            self.con.execute(f"DETACH {_PERSISTED}")
+            try:
+                self.con.execute(f"DETACH {_PERSISTED}")
+            except duckdb.Error as err:  # its final checkpoint did not fit
+                if not _disk_full(err):
+                    raise
+                _not_saved(self.path, err)
         return True
 
     def _saved_stamps(self) -> dict[str, str] | None:
@@ -198,6 +245,46 @@ class Catalog:
         except OSError:
             return False
         return os.access(self.root, os.W_OK) and (not self.path.exists() or os.access(self.path, os.W_OK))
+
+
+def _disk_full(err: duckdb.Error) -> bool:
+    """Whether DuckDB failed for want of space (it reports the OS error as text only)."""
+    return any(os.strerror(code) in str(err) for code in DISK_FULL)
+
+
+def _not_saved(path: Path, err: duckdb.Error) -> bool:
+    warnings.warn(f"{path} not updated: {str(err).splitlines()[0]}", stacklevel=4)
+    return False
+
+
+def _readable_run(paths: RunPaths) -> Manifest:
+    """The run's manifest, once it and the run's ``runs`` row file are known readable (else ``ManifestError``).
+
+    The row file is the one file of a run that is not in its manifest; a damaged one would break the ``runs``
+    view for every run, so it is checked here (its footer only) along with the manifest.
+    """
+    manifest = Manifest.load(paths)
+    if paths.run_file.exists():
+        try:
+            pq.read_metadata(paths.run_file)
+        except (OSError, pa.ArrowException) as err:
+            raise ManifestError(f"{paths.run_file}: unreadable run row: {err}") from None
+    return manifest
+
+
+def _check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Raise ``QueryRefused`` unless every statement of ``query`` is a plain query, or ``EXPLAIN [ANALYZE]``
+    of one (``EXPLAIN ANALYZE`` runs the statement it explains, so that statement is checked in turn)."""
+    for statement in con.extract_statements(query):
+        if statement.type == duckdb.StatementType.EXPLAIN:
+            explained = _EXPLAIN.fullmatch(statement.query)
+            if explained:
+                _check_read_only(con, explained.group(1))
+                continue
+        if statement.type not in _READ_ONLY_STATEMENTS:
+            kind = statement.type.name
+            raise QueryRefused(f"{kind} statements are refused: tracemill sql runs queries only "
+                               "(SELECT, SHOW, DESCRIBE, EXPLAIN); pass --unsafe for full DuckDB")
 
 
 def _empty_select(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:

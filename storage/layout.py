@@ -6,15 +6,22 @@ root/
   staging/<run_id>/<writer>/...       in-progress files; same filesystem, so a rename into runs/ is atomic
   runs/<run_id>/manifest.json         committed shards -> their files and row counts
   runs/<run_id>/.lock                 flock serialising manifest updates of one run
+  runs/<run_id>/.reserve              space held while the run is running, freed to record how it ended
   runs/<run_id>/<table>/<shard>.parquet
   runs/<run_id>/runs/run.parquet      the run's one ``runs`` row, replaced atomically on each status change
 ```
 Staging lives outside ``runs/`` so that a reader globbing ``runs/*/<table>/*.parquet`` never meets a half
 written file. Names are restricted to a safe alphabet because they become path components.
+
+A full disk. Every write goes to a temporary name first and a failed write deletes what it had written, so
+ENOSPC (or EDQUOT, EFBIG: ``DISK_FULL``) leaves the previous version of every file in place and no partial
+file behind. Renames need no free space, so the steps that can run out of it all come before anything
+readers see changes.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -33,6 +40,12 @@ MANIFEST = "manifest.json"
 RUN_FILE = "run.parquet"  # the runs table's single file inside runs/<run_id>/runs/
 PARQUET_COMPRESSION = "zstd"  # vs snappy: 1.7x smaller step_labels, 3.7x smaller step text, similar speed
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,199}")
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no space, quota exceeded, file too large
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` is a write that failed for want of space (the fix is freeing some, then resuming)."""
+    return isinstance(err, OSError) and err.errno in DISK_FULL
 
 
 def check_name(kind: str, name: str) -> str:
@@ -64,6 +77,10 @@ class RunPaths:
     @property
     def lock(self) -> Path:
         return self.run_dir / ".lock"
+
+    @property
+    def reserve(self) -> Path:
+        return self.run_dir / ".reserve"
 
     @property
     def staging(self) -> Path:
@@ -101,10 +118,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def removed_on_error(path: Path) -> Iterator[Path]:
+    """Delete ``path`` if the block raises: a write that failed (say on a full disk) leaves no partial file."""
+    try:
+        yield path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def write_parquet_synced(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` and fsync it; the caller renames it into place afterwards."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    with removed_on_error(path), open(path, "wb") as f:
         pq.write_table(table, f, compression=PARQUET_COMPRESSION)
         f.flush()
         os.fsync(f.fileno())
@@ -117,14 +144,27 @@ def replace_synced(src: Path, dest: Path) -> None:
     fsync_dir(dest.parent)
 
 
-def write_json_atomic(obj: object, path: Path) -> None:
-    """Replace ``path`` with ``obj`` as JSON: readers see the old or the new document, never a partial one."""
+def stage_json(obj: object, path: Path) -> Path:
+    """Write ``obj`` as JSON to a temporary file beside ``path`` and fsync it; ``replace_synced`` installs it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
+    with removed_on_error(tmp), open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
-    replace_synced(tmp, path)
+    return tmp
+
+
+def write_json_atomic(obj: object, path: Path) -> None:
+    """Replace ``path`` with ``obj`` as JSON: readers see the old or the new document, never a partial one."""
+    replace_synced(stage_json(obj, path), path)
+
+
+def write_reserve(path: Path, size: int) -> None:
+    """Hold ``size`` bytes of the disk in ``path`` (random bytes: a compressing filesystem cannot shrink them)."""
+    with removed_on_error(path), open(path, "wb") as f:
+        f.write(os.urandom(size))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextmanager

@@ -5,6 +5,10 @@ atomically (temp file + ``os.replace``) after the shard's files are in place, so
 list from the manifest sees every file of a shard or none of them, and never a file still being written.
 Files on disk that the manifest does not list (a crash between the renames and the manifest update) are
 ignored by readers and deleted by the next writer of that run.
+
+A manifest that cannot be read (corrupt or truncated JSON, wrong types, a file path outside its run folder)
+raises ``ManifestError`` naming it: readers of the whole root skip that one run with a warning, and writers
+refuse to touch the run rather than take the damage for an empty manifest and overwrite it.
 """
 
 from __future__ import annotations
@@ -14,9 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from storage.layout import RunPaths, run_ids, write_json_atomic
+from storage.layout import RunPaths, run_ids, stage_json, write_json_atomic
+from storage.schemas import TABLES
 
 MANIFEST_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """A run's manifest cannot be read; the message names the file and what is wrong with it."""
 
 
 @dataclass
@@ -31,16 +40,28 @@ class Manifest:
 
     @classmethod
     def load(cls, paths: RunPaths) -> Manifest:
+        """The run's manifest (empty if the run has none yet); ``ManifestError`` if it cannot be read."""
         if not paths.manifest.exists():
             return cls(paths.run_id)
-        doc = json.loads(paths.manifest.read_text())
-        if doc.get("version") != MANIFEST_VERSION:
-            raise ValueError(f"{paths.manifest}: manifest version {doc.get('version')}, expected {MANIFEST_VERSION}")
+        try:
+            doc = json.loads(paths.manifest.read_bytes())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+            raise ManifestError(f"{paths.manifest}: unreadable manifest: {err}") from None
+        problem = _problem(doc, paths.run_id)
+        if problem:
+            raise ManifestError(f"{paths.manifest}: unreadable manifest: {problem}")
         return cls(doc["run_id"], doc["shards"])
 
+    def _document(self) -> dict:
+        return {"version": MANIFEST_VERSION, "run_id": self.run_id, "shards": self.shards}
+
     def save(self, paths: RunPaths) -> None:
-        doc = {"version": MANIFEST_VERSION, "run_id": self.run_id, "shards": self.shards}
-        write_json_atomic(doc, paths.manifest)
+        write_json_atomic(self._document(), paths.manifest)
+
+    def stage(self, paths: RunPaths) -> Path:
+        """Write the new manifest beside the current one without installing it (``replace_synced`` does):
+        the one step of a commit that needs disk space, done before any file readers see is touched."""
+        return stage_json(self._document(), paths.manifest)
 
     def add(self, shard_name: str, rows: dict[str, int], paths: RunPaths) -> None:
         """Record a shard whose files (one per table in ``rows``) are already in place."""
@@ -68,6 +89,33 @@ class Manifest:
             for table, f in shard["files"].items():
                 out[table] = out.get(table, 0) + f["rows"]
         return out
+
+
+def _problem(doc: object, run_id: str) -> str | None:
+    """What makes ``doc`` not a manifest of ``run_id`` (None if it is one)."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    if doc.get("version") != MANIFEST_VERSION:
+        return f"version {doc.get('version')!r}, expected {MANIFEST_VERSION}"
+    if doc.get("run_id") != run_id:
+        return f"run_id {doc.get('run_id')!r}, expected {run_id!r}"
+    shards = doc.get("shards")
+    if not isinstance(shards, dict):
+        return "shards is not an object"
+    for name, entry in shards.items():
+        files = entry.get("files") if isinstance(entry, dict) else None
+        if not isinstance(files, dict):
+            return f"shard {name!r} has no files object"
+        for table, f in files.items():
+            if table not in TABLES or not isinstance(f, dict):
+                return f"shard {name!r}: bad entry for table {table!r}"
+            # the one path a commit writes: a manifest cannot point a reader outside its run's table folders
+            if f.get("path") != f"{table}/{name}.parquet":
+                return f"shard {name!r}: path {f.get('path')!r} is not {table}/{name}.parquet"
+            rows = f.get("rows")
+            if type(rows) is not int or rows < 0:
+                return f"shard {name!r}: rows of {table!r} is {rows!r}, not a count"
+    return None
 
 
 def committed_shards(root: Path | str, run_id: str) -> set[str]:

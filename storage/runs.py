@@ -4,6 +4,11 @@ Parquet files are immutable, so a run's row lives alone in ``runs/<run_id>/runs/
 change rewrites that one small file: staged, fsynced, then ``os.replace``d over the old one under the run
 lock. Readers therefore see the previous row or the new one, never both and never a partial file; the
 catalog's ``runs`` view reads these files directly (they are not shards and not in the manifest).
+
+A run that fills the disk must still be able to say so. ``start_run`` therefore holds ``RESERVE_BYTES`` of
+the disk in ``runs/<run_id>/.reserve``, and ``finish_run`` deletes it just before writing the final row, so
+the "failed" row of a run stopped by ENOSPC finds the space it needs (``start_run`` of the resume takes a
+new reserve, and fails before anything is written while the disk is still full).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from storage.layout import RunPaths, locked, replace_synced, write_parquet_synced
+from storage.layout import RunPaths, locked, replace_synced, write_parquet_synced, write_reserve
 from storage.tables import conform
 
 RUN_STATUSES = ("running", "finished", "failed")
+RESERVE_BYTES = 256 * 1024  # 25x the largest run row seen (about 10 KB with its stats)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ def start_run(
         status="running",
         stats_json=None,
     )
+    paths = RunPaths(Path(root), run_id)
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    write_reserve(paths.reserve, RESERVE_BYTES)
     write_run(root, record)
     return record
 
@@ -91,6 +100,7 @@ def finish_run(root: Path | str, run_id: str, stats: Mapping | None = None, *, f
         finished_at=_now(),
         stats_json=_canonical(stats) if stats is not None else None,
     )
+    RunPaths(Path(root), run_id).reserve.unlink(missing_ok=True)  # the space this last write may need
     write_run(root, record)
     return record
 

@@ -16,23 +16,37 @@ exactly-once and why readers never see partial output:
 
 Manifest updates hold an ``flock`` on ``runs/<run_id>/.lock``, so several writers of one run on one host
 (threads or processes) can commit concurrently; staging is per writer, so their files never collide.
+
+A full disk (``layout.DISK_FULL``) fails a commit before anything readers see has changed: the shard's files
+and the new manifest are all written (to staging and a temporary name) before the first rename, and renames
+need no space. The failed commit's staged files are deleted and the error is raised; the shard is simply not
+committed, and committing it again after space is freed does it exactly once.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.layout import RunPaths, check_name, locked, replace_synced, write_parquet_synced
+from storage.layout import (
+    RunPaths,
+    check_name,
+    locked,
+    removed_on_error,
+    replace_synced,
+    write_parquet_synced,
+)
 from storage.manifest import Manifest, committed_shards
 from storage.schemas import TABLES
 from storage.tables import Rows, SchemaError, conform
 
-__all__ = ["ShardWriter", "committed_shards"]
+__all__ = ["ShardWriter", "committed_shards", "holds"]
 
 
 class ShardWriter:
@@ -66,7 +80,7 @@ class ShardWriter:
             return False
         conformed = self._conform(shard_name, tables)
         staged = self._stage_all(shard_name, conformed)
-        with locked(self.paths.lock):
+        with _discarded_on_error(staged), locked(self.paths.lock):
             manifest = Manifest.load(self.paths)
             if shard_name in manifest.shards:  # another writer committed it while we were staging
                 for path in staged.values():
@@ -86,9 +100,11 @@ class ShardWriter:
         conformed = self._conform(shard_name, tables)
         with locked(self.paths.lock):
             manifest = Manifest.load(self.paths)
-            if shard_name in manifest.shards and self._same(manifest.shards[shard_name], conformed):
+            if shard_name in manifest.shards and _same(self.paths, manifest.shards[shard_name], conformed):
                 return False
-            self._install(manifest, shard_name, conformed, self._stage_all(shard_name, conformed))
+            staged = self._stage_all(shard_name, conformed)
+            with _discarded_on_error(staged):
+                self._install(manifest, shard_name, conformed, staged)
         return True
 
     def _conform(self, shard_name: str, tables: dict[str, Rows]) -> dict[str, pa.Table]:
@@ -98,29 +114,28 @@ class ShardWriter:
         return {name: conform(name, rows, self.run_id) for name, rows in tables.items()}
 
     def _stage_all(self, shard_name: str, conformed: dict[str, pa.Table]) -> dict[str, Path]:
-        return {name: self._stage(name, shard_name, t) for name, t in conformed.items() if t.num_rows}
+        staged: dict[str, Path] = {}
+        with _discarded_on_error(staged):
+            for name, t in conformed.items():
+                if t.num_rows:
+                    staged[name] = self._stage(name, shard_name, t)
+        return staged
 
     def _install(self, manifest: Manifest, shard_name: str, conformed: dict[str, pa.Table],
                  staged: dict[str, Path]) -> None:
         """Rename staged files into place and record the shard (caller holds the lock).
 
-        Files of tables the shard does not have are removed: strays of a crashed attempt, or tables an
-        earlier version of a replaced shard had.
+        The new manifest is written first (the last step that needs disk space), then the renames, then the
+        manifest's rename. Files of tables the shard does not have are removed once the manifest no longer
+        lists them: strays of a crashed attempt, or tables an earlier version of a replaced shard had.
         """
+        manifest.add(shard_name, {name: conformed[name].num_rows for name in staged}, self.paths)
+        with removed_on_error(manifest.stage(self.paths)) as new_manifest:
+            for name, path in staged.items():
+                replace_synced(path, self.paths.shard_file(name, shard_name))
+            replace_synced(new_manifest, self.paths.manifest)
         for name in TABLES.keys() - staged.keys():
             self.paths.shard_file(name, shard_name).unlink(missing_ok=True)
-        for name, path in staged.items():
-            replace_synced(path, self.paths.shard_file(name, shard_name))
-        manifest.add(shard_name, {name: conformed[name].num_rows for name in staged}, self.paths)
-        manifest.save(self.paths)
-
-    def _same(self, entry: dict, tables: dict[str, pa.Table]) -> bool:
-        """Whether a committed shard holds exactly ``tables`` (empty tables have no file)."""
-        present = {name for name, t in tables.items() if t.num_rows}
-        if set(entry["files"]) != present:
-            return False
-        return all(pq.read_table(self.paths.run_dir / entry["files"][name]["path"]).equals(tables[name])
-                   for name in present)
 
     def write_rows(self, table: str, shard_name: str, rows: Rows) -> bool:
         """Commit a shard holding one table only (e.g. a file of rejects); see ``commit``."""
@@ -151,6 +166,37 @@ class ShardWriter:
             for writer_dir in self.paths.staging.iterdir():
                 if not _pid_alive(int(writer_dir.name.split("-")[0])):
                     shutil.rmtree(writer_dir, ignore_errors=True)
+
+
+def holds(root: Path | str, run_id: str, shard_name: str, tables: dict[str, Rows]) -> bool:
+    """Whether ``run_id`` has shard ``shard_name`` committed with exactly ``tables``: read-only, no lock.
+
+    A derived shard that is already up to date needs no writer, so a caller checks this first and can then
+    work on a data root it may not write to (``replace`` checks again under the lock before writing).
+    """
+    paths = RunPaths(Path(root), run_id)
+    entry = Manifest.load(paths).shards.get(shard_name)
+    conformed = {name: conform(name, rows, run_id) for name, rows in tables.items()}
+    return entry is not None and _same(paths, entry, conformed)
+
+
+def _same(paths: RunPaths, entry: dict, tables: dict[str, pa.Table]) -> bool:
+    """Whether a committed shard holds exactly ``tables`` (empty tables have no file)."""
+    present = {name for name, t in tables.items() if t.num_rows}
+    if set(entry["files"]) != present:
+        return False
+    return all(pq.read_table(paths.run_dir / entry["files"][name]["path"]).equals(tables[name]) for name in present)
+
+
+@contextmanager
+def _discarded_on_error(staged: dict[str, Path]) -> Iterator[None]:
+    """Delete the staged files of a commit that failed (say on a full disk), so they hold no space."""
+    try:
+        yield
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _pid_alive(pid: int) -> bool:

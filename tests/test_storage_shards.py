@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from storage import shards as shards_module
 from storage.catalog import Catalog
-from storage.layout import RunPaths
+from storage.layout import MANIFEST, RunPaths
 from storage.manifest import Manifest, committed_files
 from storage.schemas import TABLES
 from storage.shards import ShardWriter, committed_shards
@@ -57,10 +58,15 @@ def test_committed_shard_is_skipped_and_writes_nothing(tmp_path):
 
 
 def crash_on_manifest_save(monkeypatch):
-    def boom(self, paths):
-        raise OSError("killed before the manifest update")
+    """A kill after the shard's files are renamed into place, just before the manifest's own rename."""
+    rename = shards_module.replace_synced
 
-    monkeypatch.setattr(Manifest, "save", boom)
+    def boom(src, dest):
+        if dest.name == MANIFEST:
+            raise OSError("killed before the manifest update")
+        rename(src, dest)
+
+    monkeypatch.setattr(shards_module, "replace_synced", boom)
 
 
 def test_crash_between_rename_and_manifest_then_recommit_has_no_duplicates(tmp_path, monkeypatch):
