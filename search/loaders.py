@@ -175,10 +175,13 @@ def _json_error(err: Exception) -> RowError:
     return RowError(f"malformed JSON: {str(err).split(';')[0]}")  # int digit limit, NaN/Infinity
 
 
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 def _object(row: object) -> dict | RowError:
     if isinstance(row, dict):
         return row
-    return RowError(f"row is a JSON {type(row).__name__}, not an object")
+    return RowError(f"row is a JSON {_JSON_TYPES.get(type(row), type(row).__name__)}, not an object")
 
 
 _ARRAY_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]')
@@ -284,11 +287,11 @@ def _printable(text: str) -> str:
 def check_row(row: dict) -> None:
     """Raise ``RowError`` unless every value of ``row`` is safe downstream: strings valid UTF-8 (no lone
     surrogate, which fails at hashing or Parquet write), nesting at most ``MAX_DEPTH``, floats finite."""
-    stack: list[tuple[str, object, int]] = [("", row, 0)]
+    stack: list[tuple[str, object, int]] = [("", row, 0)]  # (top-level key, value, depth): no recursion
     while stack:
         where, value, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise RowError(f"{where or 'row'}: nested deeper than {MAX_DEPTH} levels")
+            raise RowError(f"{where}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, str):
             _check_text(where, value)
         elif isinstance(value, float) and not math.isfinite(value):
@@ -296,10 +299,10 @@ def check_row(row: dict) -> None:
         elif isinstance(value, dict):
             for key, item in value.items():
                 name = key if isinstance(key, str) else repr(key)
-                _check_text(f"{where}.{name}" if where else name, name)
-                stack.append((f"{where}.{name}" if where else name, item, depth + 1))
+                _check_text(where or name, name)
+                stack.append((where or name, item, depth + 1))
         elif isinstance(value, (list, tuple)):
-            stack.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))
+            stack.extend((where, item, depth + 1) for item in value)
 
 
 def _check_text(where: str, text: str) -> None:
