@@ -32,6 +32,7 @@ MAX_ANSWER_CHARS = 1_000  # longer "answers" are not sent to math-verify (parse 
 MAX_NUMBER_CHARS = 200  # longer digit strings skip the numeric fast path (int() limit is 4300 digits)
 MAX_BOXED_TRIES = 20  # unbalanced \boxed occurrences inspected before giving up on boxed extraction
 MATH_VERIFY_TIMEOUT_S = 5.0  # wall clock for one parse+verify call
+GOLD_PARSE_TIMEOUT_S = 30.0  # one gold answer at load time: generous, so a busy machine never rejects a good one
 MAX_STUCK_WORKERS = 4  # abandoned math-verify threads tolerated before math-verify is skipped entirely
 REL_TOL = Fraction(1, 10**6)  # numeric tolerance relative to max(1, |gold|)
 
@@ -295,7 +296,7 @@ def math_verify_match(pred: str, gold: str, timeout_s: float | None = None) -> b
     return _limited(lambda: _math_verify(pred, gold), timeout_s)
 
 
-def gold_error(gold: str, timeout_s: float | None = None) -> str | None:
+def gold_error(gold: str, timeout_s: float = GOLD_PARSE_TIMEOUT_S) -> str | None:
     """Why ``gold`` cannot serve as a gold answer, or None when it can; never raises.
 
     A gold answer is usable when the numeric fast path reads it or math-verify parses it into an expression
@@ -311,6 +312,8 @@ def gold_error(gold: str, timeout_s: float | None = None) -> str | None:
         return f"gold answer too long to compare ({len(gold)} chars > {MAX_ANSWER_CHARS})"
     if _EXPLOSIVE.search(gold):
         return "gold answer has huge exponents or factorials"
+    import math_verify  # noqa: F401 - imported here (~1 s of sympy), not inside the time limit
+
     try:
         parsed = _limited(lambda: _math_verify_parses(gold), timeout_s)
     except Exception as exc:  # noqa: BLE001 - math-verify on garbage may raise anything
