@@ -143,3 +143,8 @@ def test_a_run_over_good_and_bad_rows_completes_and_validates(tmp_path):
                                      " AND reason = '') AS blank", "--root", str(root), "--format", "json"])
     assert json.loads(out.output) == {"p": len(problems), "r": len(rejects), "blank": 0}, out.output
     assert runner.invoke(app, ["validate", "mixed", "--root", str(root)]).exit_code == 0
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    changed = runner.invoke(app, ["run", "-c", str(SIM), "--set", f"problems.source={mixed}",
+                                  "--set", f"storage.root={root}", "--resume", "mixed", "--no-progress"])
+    assert changed.exit_code == 2 and "engine.replicas, ray.num_cpus, sampling.n_solutions" in changed.stderr
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
