@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipelines.config import ConfigError, load_config
@@ -32,7 +33,9 @@ DEFAULT_ROOT = Path("tracemill_data")
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """Print ``message`` as one line (lone surrogates from undecodable argv bytes escaped) and exit."""
+    message = " ".join(message.encode("utf-8", "backslashreplace").decode("utf-8").split())
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -93,6 +96,8 @@ def run(config: ConfigOpt = None, set_: SetOpt = None,
     from pipelines.run import execute
     from pipelines.summary import print_summary
 
+    if resume is not None and run_id is not None and resume != run_id:
+        fail(f"--run-id {run_id!r} and --resume {resume!r} name different runs; give one")
     try:
         cfg = load_config(config, parse_overrides(set_))
         summary = execute(cfg, run_id=resume or run_id, resume=resume is not None, progress=not no_progress,

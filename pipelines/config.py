@@ -1,20 +1,42 @@
 """The run config: one typed model per section, loaded from a short TOML recipe.
 
-Unknown keys and wrong types are errors (``extra="forbid"``); ``ConfigError`` carries a one-line message
-naming the key, which the CLI prints before exiting with code 2. Validation does no I/O.
+Unknown keys and wrong types are errors (``extra="forbid"``, and strict scalars: ``true`` is not an integer,
+``1e12`` is not a token count, ``"yes"`` is not a boolean); numbers have bounds a real run can meet (token
+limits below ``MAX_NEW_TOKENS`` and the engine's ``max_model_len`` when set); every string must be valid
+UTF-8 and every float finite. ``ConfigError`` carries a one-line message naming the key, which the CLI prints
+before exiting with code 2. Validation does no I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.toml"
+MAX_NEW_TOKENS = 131_072  # per generation: the longest context of current open models; engines cap lower
+MAX_PROBLEMS = 10_000_000  # problems.n: beyond this a run is a sharded job, not one config
+MAX_SEED = 2**63 - 1  # seeds reach engines as int64
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,99}$"  # the run name starts run ids, which are path components
+
+Int = Annotated[int, Strict()]  # no bool, float or string coercion: `n = true` or `n = 1e12` is an error
+Float = Annotated[float, Strict(), AllowInfNan(False)]  # ints are accepted (`temperature = 1`), nan/inf not
+Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
 
 
 class ConfigError(ValueError):
@@ -28,10 +50,10 @@ class _Section(BaseModel):
 class ProblemsConfig(_Section):
     source: str = "arith"  # "arith" (built-in generator) or a path to a JSONL/JSON/Parquet file
     format: Literal["auto", "gsm8k", "math", "processbench"] = "auto"  # file format; auto-detected by keys
-    n: int = Field(8, ge=0)  # arith: problems to generate; files: the first n usable rows (0 = all)
+    n: Int = Field(8, ge=0, le=MAX_PROBLEMS)  # arith: problems to generate; files: the first n usable rows (0 = all)
     gold_files: list[str] = []  # GSM8K/MATH files giving gold answers by question (ProcessBench input has none)
-    seed: int = 0
-    mix: dict[int, float] = Field(default_factory=lambda: {1: 0.5, 2: 0.5})  # arith: P(number of steps)
+    seed: Seed = 0
+    mix: dict[int, Float] = Field(default_factory=lambda: {1: 0.5, 2: 0.5})  # arith: P(number of steps)
 
     @field_validator("mix")
     @classmethod
@@ -45,21 +67,21 @@ class ProblemsConfig(_Section):
 class EngineConfig(_Section):
     backend: Literal["transformers", "sim", "vllm", "openai"] = "transformers"
     model: str = "smollm2-135m-instruct"  # registry name or a local HF-format folder
-    replicas: int = Field(1, ge=1)  # engine actors (one per GPU on a cluster)
-    num_gpus: float = Field(0, ge=0)  # per actor
-    num_cpus: float = Field(1, ge=0)  # per actor
-    max_batch_size: int = Field(16, ge=1)  # sequences decoded together inside one engine
+    replicas: Int = Field(1, ge=1, le=4096)  # engine actors (one per GPU on a cluster)
+    num_gpus: Float = Field(0, ge=0, le=64)  # per actor
+    num_cpus: Float = Field(1, ge=0, le=1024)  # per actor
+    max_batch_size: Int = Field(16, ge=1, le=65_536)  # sequences decoded together inside one engine
     options: dict[str, Any] = Field(default_factory=dict)  # backend-specific arguments
 
 
 class SamplingSection(_Section):
-    n_solutions: int = Field(4, ge=1)  # solutions sampled per problem
-    max_new_tokens: int = Field(256, ge=1)  # per solution or rollout
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    n_solutions: Int = Field(4, ge=1, le=4096)  # solutions sampled per problem
+    max_new_tokens: Int = Field(256, ge=1, le=MAX_NEW_TOKENS)  # per solution or rollout
+    temperature: Float = Field(0.7, ge=0, le=100)
+    top_p: Float = Field(0.95, gt=0, le=1)
     delimiter: str = Field("\n\n", min_length=1)  # step separator
-    seed: int = 0
-    few_shot: int = Field(1, ge=0)  # worked examples put before the question
+    seed: Seed = 0
+    few_shot: Int = Field(1, ge=0, le=64)  # worked examples put before the question
     system_prompt: str = ""
 
 
@@ -71,26 +93,26 @@ class LabelingConfig(_Section):
 class MiningConfig(_Section):
     kinds: list[Literal["shortest", "backtrack", "journey"]] = ["shortest", "backtrack"]  # mined after labeling
     mode: Literal["verified", "answer-only"] = "verified"  # shortest: every step labeled good, or answer only
-    datasets: bool = True  # also build prm_dataset and sft_dataset
+    datasets: StrictBool = True  # also build prm_dataset and sft_dataset
     prm_after_error: Literal["cut", "mask"] = "cut"  # PRM rows: steps after the first error cut, or kept unlabeled
 
 
 class StorageConfig(_Section):
-    root: str = "tracemill_data"  # runs/, staging/ and catalog.duckdb live here
-    shard_size: int = Field(64, ge=1)  # problems per committed shard
+    root: str = Field("tracemill_data", min_length=1)  # runs/, staging/ and catalog.duckdb live here
+    shard_size: Int = Field(64, ge=1, le=1_000_000)  # problems per committed shard
 
 
 class RayConfig(_Section):
     address: str = ""  # "" starts a local Ray; "auto" or "ray://host:10001" joins a cluster
-    num_cpus: int | None = Field(None, ge=1)  # local Ray only (default: every core); 0 could place nothing
-    max_retries: int = Field(3, ge=0)  # per request, after an engine actor dies
+    num_cpus: Int | None = Field(None, ge=1, le=4096)  # local Ray only (default: every core); 0 could place nothing
+    max_retries: Int = Field(3, ge=0, le=100)  # per request, after an engine actor dies
     # seconds the run's actors may wait for Ray to place them before the run fails (exit 2): on a joined or
     # autoscaling cluster a node may still come; a local Ray's shortfall fails at once (cluster/resources.py)
-    placement_timeout_s: float = Field(60.0, gt=0)
+    placement_timeout_s: Float = Field(60.0, gt=0, le=86_400)
 
 
 class RunConfig(_Section):
-    name: str = "run"
+    name: str = Field("run", pattern=NAME_PATTERN)
     problems: ProblemsConfig = ProblemsConfig()
     engine: EngineConfig = EngineConfig()
     sampling: SamplingSection = SamplingSection()
@@ -99,6 +121,23 @@ class RunConfig(_Section):
     storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
 
+    @model_validator(mode="after")
+    def _fits(self) -> RunConfig:
+        """Checks across sections and inside free-form ``options``: a generation must fit the engine's
+        context, and no string or float anywhere may break encoding or arithmetic later."""
+        context = self.engine.options.get("max_model_len")
+        limit = context if _is_int(context) else MAX_NEW_TOKENS + 1
+        rollout = self.labeling.options.get("rollout")
+        for key, tokens in [("sampling.max_new_tokens", self.sampling.max_new_tokens),
+                            ("labeling.options.rollout.max_new_tokens",
+                             rollout.get("max_new_tokens", 1) if isinstance(rollout, dict) else 1)]:
+            if not _is_int(tokens) or not 1 <= tokens < limit:
+                bound = (f"below engine.options.max_model_len ({context})" if _is_int(context)
+                         else f"at most {MAX_NEW_TOKENS}")
+                raise ValueError(f"{key}: must be an integer from 1, {bound} (got {tokens!r})")
+        _check_values("", self.model_dump())
+        return self
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
@@ -106,18 +145,44 @@ class RunConfig(_Section):
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_values(where: str, value: object) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: not valid UTF-8 (a lone surrogate)") from None
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: not a finite number ({value})")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(f"{where}.{key}" if where else str(key), item)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_values(f"{where}[{i}]", item)
+
+
 def parse_config(data: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "<root>"
-        msg = first["msg"]
+        key = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        if not key:  # a check across sections (RunConfig._fits): the message names its keys
+            raise ConfigError(f"config error: {msg}") from None
         if first["type"] == "extra_forbidden":
             msg = "unknown key"
         got = first.get("input")
-        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        got_s = "" if isinstance(got, dict) else f" (got {_short(repr(got))})"
         raise ConfigError(f"config error: {key}: {msg}{got_s}") from None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

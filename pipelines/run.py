@@ -9,6 +9,7 @@ committed shard and the dataset holds each problem exactly once.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
 import time
@@ -48,8 +49,9 @@ from search.program import Program
 from search.sampling import SamplingConfig, prompt_messages, sample_solutions
 from storage.catalog import Catalog
 from storage.layout import is_disk_full
+from storage.layout import check_name
 from storage.rejects import reject_row
-from storage.runs import fail_run, finish_run, start_run
+from storage.runs import fail_run, finish_run, read_run, start_run
 from storage.shards import ShardWriter
 from verifier.answers import judge
 
@@ -236,6 +238,8 @@ def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strateg
 def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, progress: bool = True,
             ray_address: str | None = None, report: bool = True) -> RunSummary:
     """Run (or resume) one config end to end; returns the summary. Config errors raise ``ConfigError``."""
+    root = Path(cfg.storage.root).resolve()
+    check_run_id(root, cfg, run_id, resume)
     problems, load_rejects = load_inputs(cfg)
     try:
         lcfg = make_config(cfg.labeling.strategy, labeling_options(cfg))
@@ -244,7 +248,6 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
     scfg = sampling_config(cfg)
     spec = actor_spec(cfg)
     run_id = run_id or new_run_id(cfg)
-    root = Path(cfg.storage.root).resolve()
     summary = RunSummary(run_id=run_id, root=str(root), replicas=cfg.engine.replicas)
     start = time.perf_counter()
     start_run(root, run_id, cfg.model_dump(mode="json"),
@@ -280,6 +283,46 @@ def _mark_failed(root: Path, run_id: str, err: BaseException, summary: RunSummar
     if is_disk_full(err):
         err.add_note(f"run {run_id} is marked failed; free some space under {root}, then finish it with "
                      f"tracemill run --config <its config> --resume {run_id}")
+def check_run_id(root: Path, cfg: RunConfig, run_id: str | None, resume: bool) -> None:
+    """``ConfigError`` (before anything is written) unless ``run_id`` can start or resume a run of ``cfg``.
+
+    The id must be a safe path component; ``resume`` needs an existing run started with the same config
+    (the message names the keys that differ: a resume skips committed shards, so two configs would mix);
+    a fresh run must not reuse an existing id.
+    """
+    if run_id is None:
+        if resume:
+            raise ConfigError("config error: --resume needs the id of the run to finish")
+        return
+    try:
+        check_name("run id", run_id)
+    except ValueError as err:
+        raise ConfigError(f"config error: {err}") from None
+    previous = read_run(root, run_id)
+    if not resume:
+        if previous is not None:
+            raise ConfigError(f"config error: run {run_id!r} already exists under {root} ({previous.status}); "
+                              f"--resume {run_id} finishes it")
+        return
+    if previous is None:
+        raise ConfigError(f"config error: --resume: no run {run_id!r} under {root}")
+    changed = config_diff(json.loads(previous.config_json), cfg.model_dump(mode="json"))
+    if changed:
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        raise ConfigError(f"config error: --resume {run_id}: the config differs from the run's in {shown}")
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config dicts (a key on one side only counts)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [] if old == new else [prefix or "<root>"]
+    out: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        out += config_diff(old.get(key, _MISSING), new.get(key, _MISSING), f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
+_MISSING = object()
 
 
 def mine_outputs(cfg: RunConfig, root: Path, run_id: str) -> dict[str, int]:

@@ -1,8 +1,18 @@
 """Problem loaders: GSM8K / MATH / ProcessBench rows from JSONL, JSON-array or Parquet files, and ``arith``.
 
 Bad rows never stop a load: each becomes a reject (``stage``, ``source`` = "file:line", ``row`` = raw text,
-``reason``) and the rest loads, so nothing is dropped silently. Only a problem with the file as a whole (missing,
-unreadable, no format recognised) raises ``LoadError``, which the CLI turns into exit code 2.
+``reason``) and the rest loads, so nothing is dropped silently. A row is checked whole before it becomes a
+``Problem`` (``check_row``: every string valid UTF-8, nesting at most ``MAX_DEPTH``, numbers finite, JSON
+numbers Python can read), and its gold answer must be one the verifier can compare (``verifier.answers.
+gold_error``), so nothing downstream (hashing, templating, Parquet, judging) can choke on it.
+
+The format is detected per file from the rows that match one (most rows win), so a first row with unexpected
+keys rejects only that row. Keys a format does not use never reject a row: they are kept in the problem's
+``meta``. Only a problem with the file as a whole (missing, unreadable, no row in any known format, or a
+forced ``fmt`` that no row matches) raises ``LoadError``, which the CLI turns into exit code 2.
+
+Per-row steps are small functions (``parse_line``, ``check_row``, ``parse_row``) so a streaming loader can
+apply them one row at a time.
 
 Example::
 
@@ -14,7 +24,9 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +35,14 @@ import pyarrow.parquet as pq
 
 from cluster import arith
 from search.problems import Problem
+from verifier.answers import gold_error
 
 MAX_QUESTION_CHARS = 64_000  # longer questions are almost surely broken rows, and blow up prompts
+MAX_ROW_CHARS = 1_000_000  # a whole row (JSON text); real dataset rows are a few KB
 MAX_REJECT_ROW_CHARS = 4_000  # raw row text kept in a reject
+MAX_DEPTH = 32  # nesting of a row's values; real rows nest 2-3 deep, deep ones break recursive code later
 GSM8K_MARK = "####"  # GSM8K answers end "#### <number>"
+UTF8_BOM = b"\xef\xbb\xbf"
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 
 
@@ -44,14 +60,15 @@ class RowFormat:
 
     keys: frozenset[str]  # a row with all of these keys has this format
     parse: Callable[[dict], Problem]
+    id_key: str | None = None  # a key whose value must be unique within the load (ProcessBench's "id")
 
 
 def load_problems(paths: str | Path | Iterable[str | Path],
                   fmt: str | None = None) -> tuple[list[Problem], list[dict]]:
     """Problems from one or more files, deduplicated by ``problem_id`` (first wins), plus the rejects.
 
-    ``fmt`` forces a format name from ``FORMATS``; by default each file's format is detected from the keys
-    of its first object row.
+    ``fmt`` forces a format name from ``FORMATS`` (``LoadError`` if no row of a file has its keys); by
+    default each file's format is the one most of its object rows match.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -60,14 +77,18 @@ def load_problems(paths: str | Path | Iterable[str | Path],
     problems: list[Problem] = []
     rejects: list[dict] = []
     seen: set[str] = set()
+    seen_ids: set[tuple[str, object]] = set()
     for path in paths:
         rows = list(_read_rows(Path(path)))
-        parse = FORMATS[fmt or _detect(path, rows)].parse
+        name = _forced(path, rows, fmt) if fmt else _detect(path, rows)
         for where, raw, row in rows:
             try:
-                if isinstance(row, RowError):
-                    raise row
-                problem = parse(row)
+                problem = parse_row(row, name)
+                key = FORMATS[name].id_key
+                if key is not None:
+                    if (name, row[key]) in seen_ids:
+                        raise RowError(f"duplicate {key} {row[key]!r}")
+                    seen_ids.add((name, row[key]))
             except RowError as err:
                 rejects.append(_reject(where, raw, str(err)))
                 continue
@@ -77,6 +98,14 @@ def load_problems(paths: str | Path | Iterable[str | Path],
             seen.add(problem.problem_id)
             problems.append(problem)
     return problems, rejects
+
+
+def parse_row(row: dict | RowError, fmt: str) -> Problem:
+    """One read row as a Problem of format ``fmt``; ``RowError`` (the reject reason) if it can't be one."""
+    if isinstance(row, RowError):
+        raise row
+    check_row(row)
+    return FORMATS[fmt].parse(row)
 
 
 def load_arith(n: int, seed: int, mix: dict[int, float] | None = None) -> list[Problem]:
@@ -101,6 +130,7 @@ def _read_rows(path: Path) -> Iterator[Row]:
         data = path.read_bytes()
     except OSError as err:
         raise LoadError(f"cannot read {path}: {err.strerror}") from None
+    data = data.removeprefix(UTF8_BOM)  # editors on Windows write one; it is not part of the first row
     if data.lstrip()[:1] == b"[":
         yield from _array_rows(path, data)
     else:
@@ -117,22 +147,93 @@ def _jsonl_rows(path: Path, data: bytes) -> Iterator[Row]:
             continue
         if not text.strip():
             continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield where, text, RowError(f"malformed JSON: {err.msg}")
-            continue
-        yield _object_row(where, text, row)
+        yield where, text, parse_line(text)
+
+
+def parse_line(text: str) -> dict | RowError:
+    """One JSON text as an object, or the reason it isn't one (never raises)."""
+    if len(text) > MAX_ROW_CHARS:
+        return RowError(f"row too long ({len(text)} chars > {MAX_ROW_CHARS})")
+    try:
+        return _object(_DECODER.decode(text))
+    except (ValueError, RecursionError) as err:
+        return _json_error(err)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # NaN / Infinity are not JSON: reject, don't store
+
+
+def _json_error(err: Exception) -> RowError:
+    if isinstance(err, json.JSONDecodeError):
+        return RowError(f"malformed JSON: {err.msg}")
+    if isinstance(err, RecursionError):
+        return RowError("malformed JSON: nested too deeply to parse")
+    return RowError(f"malformed JSON: {str(err).split(';')[0]}")  # int digit limit, NaN/Infinity
+
+
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _object(row: object) -> dict | RowError:
+    if isinstance(row, dict):
+        return row
+    return RowError(f"row is a JSON {_JSON_TYPES.get(type(row), type(row).__name__)}, not an object")
+
+
+_ARRAY_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]')
 
 
 def _array_rows(path: Path, data: bytes) -> Iterator[Row]:
-    """A JSON array file (ProcessBench); ``source`` is file:N with N the 1-based element number."""
-    try:
-        rows = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LoadError(f"{path} is not a valid UTF-8 JSON array: {err}") from None
-    for i, row in enumerate(rows, 1):
-        yield _object_row(f"{path}:{i}", json.dumps(row, ensure_ascii=False), row)
+    """A JSON array file (ProcessBench), element by element: ``source`` is file:N (N the element number).
+
+    Each element is decoded on its own, so one malformed, too deep or truncated element is one reject.
+    Undecodable bytes become lone surrogates (``surrogateescape``), which ``check_row`` rejects per row.
+    """
+    text = data.decode("utf-8", "surrogateescape")
+    pos, n = _skip_ws(text, text.index("[") + 1), 0
+    while pos < len(text) and text[pos] != "]":
+        n += 1
+        try:
+            value, end = _DECODER.raw_decode(text, pos)
+            row = _object(value)
+        except (ValueError, RecursionError) as err:
+            end, row = _element_end(text, pos), _json_error(err)
+        raw = text[pos:end]
+        if len(raw) > MAX_ROW_CHARS and not isinstance(row, RowError):
+            row = RowError(f"row too long ({len(raw)} chars > {MAX_ROW_CHARS})")
+        yield f"{path}:{n}", raw, row
+        pos = _skip_ws(text, end)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip_ws(text, pos + 1)
+        elif pos < len(text) and text[pos] != "]":  # garbage after an element: skip to the next separator
+            pos = _element_end(text, pos + 1)
+            pos = _skip_ws(text, pos + 1) if pos < len(text) and text[pos] == "," else pos
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _element_end(text: str, pos: int) -> int:
+    """Where the array element starting at ``pos`` ends: the next ``,`` or ``]`` outside strings and brackets."""
+    depth = 0
+    for token in _ARRAY_TOKEN.finditer(text, pos):
+        t = token.group()
+        if t in "[{":
+            depth += 1
+        elif depth > 0 and t in "]}":
+            depth -= 1
+        elif t == "]":
+            return token.start()
+        elif t == "," and depth == 0:
+            return token.start()
+    return len(text)
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
@@ -141,29 +242,75 @@ def _parquet_rows(path: Path) -> Iterator[Row]:
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise LoadError(f"cannot read Parquet {path}: {type(err).__name__}") from None
     for i, row in enumerate(rows, 1):
-        yield f"{path}:{i}", json.dumps(row, ensure_ascii=False, default=str), row
-
-
-def _object_row(where: str, raw: str, row: object) -> Row:
-    if isinstance(row, dict):
-        return where, raw, row
-    return where, raw, RowError(f"row is a JSON {type(row).__name__}, not an object")
+        yield f"{path}:{i}", json.dumps(row, default=str), row
 
 
 def _detect(path: str | Path, rows: list[Row]) -> str:
-    """The first format whose keys the first object row has."""
+    """The format most object rows match (ties: the earlier in ``FORMATS``); rows matching none are rejected."""
+    votes = Counter(name for _, _, row in rows if isinstance(row, dict)
+                    for name in [_format_of(row)] if name is not None)
+    if votes:
+        return max(FORMATS, key=lambda name: votes[name])
     first = next((row for _, _, row in rows if isinstance(row, dict)), None)
     if first is None:
         raise LoadError(f"{path}: no JSON object rows ({len(rows)} unusable rows)")
-    keys = first.keys()
-    for name, fmt in FORMATS.items():
-        if fmt.keys <= keys:
-            return name
-    raise LoadError(f"{path}: unknown format, first row has keys {sorted(keys)[:8]}")
+    raise LoadError(f"{path}: unknown format, no row has the keys of {', '.join(FORMATS)} "
+                    f"(first row has keys {sorted(map(str, first))[:8]})")
+
+
+def _format_of(row: dict) -> str | None:
+    return next((name for name, fmt in FORMATS.items() if fmt.keys <= row.keys()), None)
+
+
+def _forced(path: str | Path, rows: list[Row], fmt: str) -> str:
+    """``fmt`` if at least one row has its keys: a format that matches nothing is a wrong flag, not bad rows."""
+    if any(isinstance(row, dict) and FORMATS[fmt].keys <= row.keys() for _, _, row in rows):
+        return fmt
+    found = _detect(path, rows)  # names the format the file does have, or raises for an unknown one
+    raise LoadError(f"{path}: format {fmt!r} matches no row (it needs keys {sorted(FORMATS[fmt].keys)}); "
+                    f"the rows look like {found!r}")
 
 
 def _reject(where: str, raw: str, reason: str) -> dict:
-    return {"stage": "load", "source": where, "row": raw[:MAX_REJECT_ROW_CHARS], "reason": reason}
+    return {"stage": "load", "source": _printable(where), "row": _printable(raw[:MAX_REJECT_ROW_CHARS]),
+            "reason": _printable(reason)}
+
+
+def _printable(text: str) -> str:
+    """``text`` as valid UTF-8 (lone surrogates spelled ``\\udxxx``), so a reject row can always be stored."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# ---------------------------------------------------------------- checking a row
+
+
+def check_row(row: dict) -> None:
+    """Raise ``RowError`` unless every value of ``row`` is safe downstream: strings valid UTF-8 (no lone
+    surrogate, which fails at hashing or Parquet write), nesting at most ``MAX_DEPTH``, floats finite."""
+    stack: list[tuple[str, object, int]] = [("", row, 0)]  # (top-level key, value, depth): no recursion
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RowError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            _check_text(where, value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise RowError(f"{where}: non-finite number {value}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = key if isinstance(key, str) else repr(key)
+                _check_text(where or name, name)
+                stack.append((where or name, item, depth + 1))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((where, item, depth + 1) for item in value)
+
+
+def _check_text(where: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RowError(f"{_printable(where) or 'row'}: not valid UTF-8 ({_printable(err.object[err.start:err.end])} "
+                       f"at {err.start}: a lone surrogate or undecodable bytes)") from None
 
 
 # ---------------------------------------------------------------- row formats
@@ -181,6 +328,28 @@ def _text(row: dict, key: str) -> str:
     return value
 
 
+def _gold(row: dict, key: str) -> str:
+    """A gold answer field: a string (or an integer, as some MATH exports store them) the verifier can read."""
+    value = row.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+        row = {key: value}
+    gold = _text(row, key)
+    reason = gold_error(gold)
+    if reason is not None:
+        raise RowError(f"{key!r}: {reason}")
+    return gold
+
+
+def _problem(question: str, gold: str, source: str, meta: dict) -> Problem:
+    """The Problem, after checking the one meta key the pipeline acts on: ``steps`` marks a given solution."""
+    steps = meta.get("steps")
+    if "steps" in meta and (not isinstance(steps, list) or not steps
+                            or not all(isinstance(s, str) and s.strip() for s in steps)):
+        raise RowError("'steps' must be a non-empty list of non-blank strings")
+    return Problem.make(question, gold, source, meta)
+
+
 def _rest(row: dict, used: tuple[str, ...]) -> dict:
     return {k: v for k, v in row.items() if k not in used}
 
@@ -191,30 +360,32 @@ def _gsm8k(row: dict) -> Problem:
     gold = gold.strip().replace(",", "")
     if not mark or not _NUMBER_RE.fullmatch(gold):
         raise RowError(f"answer has no '{GSM8K_MARK} <number>' gold answer")
-    return Problem.make(question, gold, "gsm8k",
-                        {"solution": solution.strip(), **_rest(row, ("question", "answer"))})
+    reason = gold_error(gold)
+    if reason is not None:
+        raise RowError(f"'answer': {reason}")
+    return _problem(question, gold, "gsm8k", {"solution": solution.strip(), **_rest(row, ("question", "answer"))})
 
 
 def _math(row: dict) -> Problem:
-    return Problem.make(_text(row, "problem"), _text(row, "answer"), "math", _rest(row, ("problem", "answer")))
+    return _problem(_text(row, "problem"), _gold(row, "answer"), "math", _rest(row, ("problem", "answer")))
 
 
 def _processbench(row: dict) -> Problem:
     """A ProcessBench row is one (problem, solution) pair with no gold answer; the same problem appears
     with several generators' solutions, so the row id goes into ``source`` to keep problem ids distinct."""
     question, steps, label = _text(row, "problem"), row.get("steps"), row.get("label")
-    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
-        raise RowError("'steps' must be a non-empty list of strings")
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
+        raise RowError("'steps' must be a non-empty list of non-blank strings")
     if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
         raise RowError(f"'label' must be -1 or a step index below {len(steps)}")
     row_id = row.get("id")
-    if not isinstance(row_id, str) or not row_id:
+    if not isinstance(row_id, str) or not row_id.strip():
         raise RowError("missing or non-string 'id'")
-    return Problem.make(question, "", f"processbench:{row_id}", _rest(row, ("problem",)))
+    return _problem(question, "", f"processbench:{row_id}", _rest(row, ("problem",)))
 
 
 FORMATS: dict[str, RowFormat] = {  # detection tries these in order: most specific first
-    "processbench": RowFormat(frozenset({"problem", "steps", "label"}), _processbench),
+    "processbench": RowFormat(frozenset({"problem", "steps", "label"}), _processbench, id_key="id"),
     "math": RowFormat(frozenset({"problem", "answer"}), _math),
     "gsm8k": RowFormat(frozenset({"question", "answer"}), _gsm8k),
 }

@@ -119,14 +119,14 @@ def test_bad_rows_become_rejects_and_the_rest_loads(tmp_path):
     assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14]
     assert by_line[2].startswith("malformed JSON")
     assert by_line[3].startswith("not UTF-8")
-    assert by_line[4] == "row is a JSON list, not an object"
+    assert by_line[4] == "row is a JSON array, not an object"
     assert "'answer'" in by_line[5]
     assert "####" in by_line[6] and "####" in by_line[7]
     assert by_line[8] == "empty 'question'"
     assert "too long" in by_line[9]
     assert by_line[10] == "duplicate"
     assert "'question'" in by_line[13]
-    assert by_line[14] == "row is a JSON int, not an object"
+    assert by_line[14] == "row is a JSON number, not an object"
     for r in rejects:
         assert r["stage"] == "load" and r["source"].startswith(str(path)) and len(r["row"]) <= MAX_REJECT_ROW_CHARS
     assert next(r for r in rejects if r["reason"] == "duplicate")["row"] == _gsm("Q1?", "1")
@@ -164,7 +164,7 @@ def test_reject_row_text_is_truncated(tmp_path):
     (b"", "no JSON object rows"),
     (b"not json\n", "no JSON object rows"),
     (b'{"title": "x", "body": "y"}\n', "unknown format"),
-    (b"[1, 2", "not a valid UTF-8 JSON array"),
+    (b"[1, 2", "no JSON object rows"),  # a truncated array of non-objects
 ])
 def test_file_level_problems_raise_a_one_line_load_error(tmp_path, content, message):
     path = tmp_path / "f.jsonl"

@@ -32,6 +32,7 @@ MAX_ANSWER_CHARS = 1_000  # longer "answers" are not sent to math-verify (parse 
 MAX_NUMBER_CHARS = 200  # longer digit strings skip the numeric fast path (int() limit is 4300 digits)
 MAX_BOXED_TRIES = 20  # unbalanced \boxed occurrences inspected before giving up on boxed extraction
 MATH_VERIFY_TIMEOUT_S = 5.0  # wall clock for one parse+verify call
+GOLD_PARSE_TIMEOUT_S = 30.0  # one gold answer at load time: generous, so a busy machine never rejects a good one
 MAX_STUCK_WORKERS = 4  # abandoned math-verify threads tolerated before math-verify is skipped entirely
 REL_TOL = Fraction(1, 10**6)  # numeric tolerance relative to max(1, |gold|)
 
@@ -275,16 +276,54 @@ def _math_verify(pred: str, gold: str) -> bool:
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
 
 
+def _math_verify_parses(gold: str) -> bool:
+    """Whether math-verify turns ``gold`` into a sympy expression (it returns only the raw string otherwise)."""
+    from math_verify import parser
+
+    parser.TIMEOUT_WARNING_SHOWN = True
+    return len(parser.parse(f"${gold}$", parsing_timeout=None)) > 1
+
+
 def math_verify_match(pred: str, gold: str, timeout_s: float | None = None) -> bool:
     """math-verify's equivalence in a worker thread with a wall-clock limit; raises on timeout or failure.
 
     ``timeout_s`` defaults to ``MATH_VERIFY_TIMEOUT_S``.
     """
-    timeout_s = MATH_VERIFY_TIMEOUT_S if timeout_s is None else timeout_s
     if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
         raise ValueError("answer too long for symbolic comparison")
     if _EXPLOSIVE.search(pred) or _EXPLOSIVE.search(gold):
         raise ValueError("answer has huge exponents or factorials")
+    return _limited(lambda: _math_verify(pred, gold), timeout_s)
+
+
+def gold_error(gold: str, timeout_s: float = GOLD_PARSE_TIMEOUT_S) -> str | None:
+    """Why ``gold`` cannot serve as a gold answer, or None when it can; never raises.
+
+    A gold answer is usable when the numeric fast path reads it or math-verify parses it into an expression
+    within the limits ``judge`` applies; otherwise every solution of the problem would be judged wrong (a
+    ``\\frac{`` or ``$$$$`` gold compares equal to nothing), so loaders reject the row with this reason.
+    """
+    gold = gold.strip()
+    if not gold:
+        return "empty gold answer"
+    if to_number(gold) is not None:
+        return None
+    if len(gold) > MAX_ANSWER_CHARS:
+        return f"gold answer too long to compare ({len(gold)} chars > {MAX_ANSWER_CHARS})"
+    if _EXPLOSIVE.search(gold):
+        return "gold answer has huge exponents or factorials"
+    import math_verify  # noqa: F401 - imported here (~1 s of sympy), not inside the time limit
+
+    try:
+        parsed = _limited(lambda: _math_verify_parses(gold), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - math-verify on garbage may raise anything
+        return f"math-verify cannot parse the gold answer: {type(exc).__name__}: {exc}"[:300]
+    return None if parsed else "math-verify cannot parse the gold answer"
+
+
+def _limited(work_fn: Callable[[], bool], timeout_s: float | None) -> bool:
+    """``work_fn()`` in a daemon thread with a wall-clock limit (``MATH_VERIFY_TIMEOUT_S`` by default)."""
+    timeout_s = MATH_VERIFY_TIMEOUT_S if timeout_s is None else timeout_s
     _stuck_workers[:] = [t for t in _stuck_workers if t.is_alive()]
     if len(_stuck_workers) >= MAX_STUCK_WORKERS:
         raise RuntimeError("math-verify disabled: too many stuck workers")
@@ -292,7 +331,7 @@ def math_verify_match(pred: str, gold: str, timeout_s: float | None = None) -> b
 
     def work() -> None:
         try:
-            box["result"] = _math_verify(pred, gold)
+            box["result"] = work_fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             box["error"] = exc
 
