@@ -48,8 +48,7 @@ from search.problems import Problem
 from search.program import Program
 from search.sampling import SamplingConfig, prompt_messages, sample_solutions
 from storage.catalog import Catalog
-from storage.layout import is_disk_full
-from storage.layout import check_name
+from storage.layout import check_name, is_disk_full
 from storage.rejects import reject_row
 from storage.runs import fail_run, finish_run, read_run, start_run
 from storage.shards import ShardWriter
