@@ -84,6 +84,7 @@ class RayConfig(_Section):
     address: str = ""  # "" starts a local Ray; "auto" or "ray://host:10001" joins a cluster
     num_cpus: int | None = None  # local Ray only
     max_retries: int = Field(3, ge=0)  # per request, after an engine actor dies
+    search_workers: int = Field(2, ge=1)  # Ray actors running the search programs, each committing its shards
 
 
 class RunConfig(_Section):

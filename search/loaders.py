@@ -51,32 +51,53 @@ def load_problems(paths: str | Path | Iterable[str | Path],
     """Problems from one or more files, deduplicated by ``problem_id`` (first wins), plus the rejects.
 
     ``fmt`` forces a format name from ``FORMATS``; by default each file's format is detected from the keys
-    of its first object row.
+    of its first object row. ``iter_problems`` is the same, one item at a time.
+    """
+    problems: list[Problem] = []
+    rejects: list[dict] = []
+    for item in iter_problems(paths, fmt):
+        (problems if isinstance(item, Problem) else rejects).append(item)
+    return problems, rejects
+
+
+def iter_problems(paths: str | Path | Iterable[str | Path], fmt: str | None = None) -> Iterator[Problem | dict]:
+    """The problems and rejects of ``paths`` in file order, read lazily: a run streams them into shards.
+
+    Every file is opened and its format detected before this returns, so a missing file or unknown format
+    raises ``LoadError`` at once (before a run writes anything); rows are then read as they are consumed.
+    A repeated ``problem_id`` is a reject with reason ``duplicate`` (the first is kept).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if fmt is not None and fmt not in FORMATS:
         raise LoadError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    problems: list[Problem] = []
-    rejects: list[dict] = []
-    seen: set[str] = set()
-    for path in paths:
-        rows = list(_read_rows(Path(path)))
-        parse = FORMATS[fmt or _detect(path, rows)].parse
-        for where, raw, row in rows:
+    files = [(Path(path), FORMATS[fmt or _detect(path, _read_rows(Path(path)))].parse) for path in paths]
+    return _unique(_parsed_rows(files))
+
+
+def _parsed_rows(files: list[tuple[Path, Callable[[dict], Problem]]]) -> Iterator[tuple[str, str, Problem | dict]]:
+    for path, parse in files:
+        for where, raw, row in _read_rows(path):
             try:
                 if isinstance(row, RowError):
                     raise row
-                problem = parse(row)
+                yield where, raw, parse(row)
             except RowError as err:
-                rejects.append(_reject(where, raw, str(err)))
-                continue
-            if problem.problem_id in seen:
-                rejects.append(_reject(where, raw, "duplicate"))
-                continue
-            seen.add(problem.problem_id)
-            problems.append(problem)
-    return problems, rejects
+                yield where, raw, _reject(where, raw, str(err))
+
+
+def _unique(items: Iterable[tuple[str, str, Problem | dict]]) -> Iterator[Problem | dict]:
+    """Drop repeated problem ids (as ``duplicate`` rejects). The seen-set keeps each 64-bit id as an int
+    (about 70 bytes a problem), so a million-problem stream costs tens of MB, not its problems."""
+    seen: set[int] = set()
+    for where, raw, item in items:
+        if isinstance(item, Problem):
+            key = int(item.problem_id, 16)
+            if key in seen:
+                item = _reject(where, raw, "duplicate")
+            else:
+                seen.add(key)
+        yield item
 
 
 def load_arith(n: int, seed: int, mix: dict[int, float] | None = None) -> list[Problem]:
@@ -85,30 +106,52 @@ def load_arith(n: int, seed: int, mix: dict[int, float] | None = None) -> list[P
             for r in map(arith.to_record, arith.generate(n, seed, mix))]
 
 
+ARITH_CHUNK = 1024  # problems generated at a time by ``iter_arith``
+
+
+def iter_arith(n: int, seed: int, mix: dict[int, float] | None = None) -> Iterator[Problem | dict]:
+    """The same ``n`` problems as ``load_arith``, generated a chunk at a time; a repeated question (the
+    generator can draw one twice) is a ``duplicate`` reject with source ``arith:<index>``."""
+    def numbered() -> Iterator[tuple[str, str, Problem]]:
+        for start in range(0, n, ARITH_CHUNK):
+            specs = arith.generate(min(ARITH_CHUNK, n - start), seed, mix, start=start)
+            for i, record in enumerate(map(arith.to_record, specs), start):
+                yield f"arith:{i}", record["question"], Problem.make(record["question"], record["gold_answer"],
+                                                                     "arith", record["meta"])
+    return _unique(numbered())
+
+
 # ---------------------------------------------------------------- reading files
 
 Row = tuple[str, str, dict | RowError]  # (file:line, raw text, the object or why the row is unusable)
 
 
 def _read_rows(path: Path) -> Iterator[Row]:
-    """Every row of a file in order; a row that isn't a JSON object carries the reason instead."""
+    """Every row of a file in order, read as consumed; a row that isn't a JSON object carries the reason instead.
+
+    Opening the file (and, for a JSON array, parsing it) happens on the first ``next``.
+    """
     if not path.is_file():
         raise LoadError(f"no such file: {path}")
     if path.suffix == ".parquet":
         yield from _parquet_rows(path)
         return
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            head = f.read(64)
+            if head.lstrip()[:1] == b"[":
+                data = head + f.read()
+                yield from _array_rows(path, data)
+            else:
+                f.seek(0)
+                yield from _jsonl_rows(path, f)
     except OSError as err:
         raise LoadError(f"cannot read {path}: {err.strerror}") from None
-    if data.lstrip()[:1] == b"[":
-        yield from _array_rows(path, data)
-    else:
-        yield from _jsonl_rows(path, data)
 
 
-def _jsonl_rows(path: Path, data: bytes) -> Iterator[Row]:
-    for lineno, line in enumerate(data.split(b"\n"), 1):
+def _jsonl_rows(path: Path, lines: Iterable[bytes]) -> Iterator[Row]:
+    for lineno, line in enumerate(lines, 1):
+        line = line.rstrip(b"\n")
         where = f"{path}:{lineno}"
         try:
             text = line.decode("utf-8")
@@ -136,12 +179,16 @@ def _array_rows(path: Path, data: bytes) -> Iterator[Row]:
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
+    """Rows of a Parquet file, one record batch in memory at a time."""
     try:
-        rows = pq.read_table(path).to_pylist()
+        batches = pq.ParquetFile(path).iter_batches()
+        i = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                i += 1
+                yield f"{path}:{i}", json.dumps(row, ensure_ascii=False, default=str), row
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise LoadError(f"cannot read Parquet {path}: {type(err).__name__}") from None
-    for i, row in enumerate(rows, 1):
-        yield f"{path}:{i}", json.dumps(row, ensure_ascii=False, default=str), row
 
 
 def _object_row(where: str, raw: str, row: object) -> Row:
@@ -150,11 +197,15 @@ def _object_row(where: str, raw: str, row: object) -> Row:
     return where, raw, RowError(f"row is a JSON {type(row).__name__}, not an object")
 
 
-def _detect(path: str | Path, rows: list[Row]) -> str:
-    """The first format whose keys the first object row has."""
-    first = next((row for _, _, row in rows if isinstance(row, dict)), None)
-    if first is None:
-        raise LoadError(f"{path}: no JSON object rows ({len(rows)} unusable rows)")
+def _detect(path: str | Path, rows: Iterator[Row]) -> str:
+    """The first format whose keys the first object row has (rows are read up to that row only)."""
+    unusable = 0
+    for _, _, first in rows:
+        if isinstance(first, dict):
+            break
+        unusable += 1
+    else:
+        raise LoadError(f"{path}: no JSON object rows ({unusable} unusable rows)")
     keys = first.keys()
     for name, fmt in FORMATS.items():
         if fmt.keys <= keys:
@@ -220,23 +271,29 @@ FORMATS: dict[str, RowFormat] = {  # detection tries these in order: most specif
 }
 
 
-def attach_gold(problems: list[Problem], gold_paths: Iterable[str | Path]) -> tuple[list[Problem], list[dict]]:
+def attach_gold(items: Iterable[Problem | dict], gold_paths: Iterable[str | Path]) -> Iterator[Problem | dict]:
     """Fill missing gold answers (ProcessBench rows have none) from GSM8K/MATH files, matching question text.
 
-    A problem still without a gold answer cannot be judged by rollouts, so it becomes a reject.
+    The gold files are read when this is called (a bad one raises ``LoadError`` at once); ``items`` (problems
+    and rejects, as ``iter_problems`` yields them) are mapped lazily. A problem still without a gold answer
+    cannot be judged by rollouts, so it becomes a reject.
     """
     known: dict[str, str] = {}
     for path in gold_paths:
         for p in load_problems(path)[0]:
             known.setdefault(_normalize(p.question), p.gold_answer)
-    kept, rejects = [], []
-    for p in problems:
-        gold = p.gold_answer or known.get(_normalize(p.question), "")
-        if not gold:
-            rejects.append(_reject(p.source, p.question[:MAX_REJECT_ROW_CHARS], "no gold answer for this question"))
-            continue
-        kept.append(p if gold == p.gold_answer else Problem(p.problem_id, p.question, gold, p.source, p.meta))
-    return kept, rejects
+
+    def attached() -> Iterator[Problem | dict]:
+        for p in items:
+            if not isinstance(p, Problem):
+                yield p
+                continue
+            gold = p.gold_answer or known.get(_normalize(p.question), "")
+            if not gold:
+                yield _reject(p.source, p.question[:MAX_REJECT_ROW_CHARS], "no gold answer for this question")
+            else:
+                yield p if gold == p.gold_answer else Problem(p.problem_id, p.question, gold, p.source, p.meta)
+    return attached()
 
 
 def _normalize(question: str) -> str:

@@ -27,17 +27,19 @@ def _run_with_fault(pool: EnginePool, fault, n_problems: int = 16) -> tuple[dict
     """Run ``n_problems`` programs, calling ``fault()`` once after the third problem finishes."""
     ps = prompts(n_problems, seed=11)
     finished: Counter = Counter()
+    results: dict = {}
 
-    def on_done(key, _):
+    def on_done(key, value):
         finished[key] += 1
+        results[key] = value
         if sum(finished.values()) == 3:
             fault()
 
     outcome = run_programs_async(programs(ps, depth=4), pool, on_done=on_done, max_active=8)
     assert not outcome.failed
     want = run_programs(dict(programs(ps, depth=4)), SimEngine().generate)
-    assert outcome.results == want
-    return outcome.results, finished
+    assert results == want
+    return results, finished
 
 
 def test_killed_actor_is_restarted_and_every_result_arrives_once(ray_cluster):  # noqa: F811
