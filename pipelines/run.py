@@ -322,7 +322,8 @@ def _execute(cfg: RunConfig, items: Iterator[Problem | dict], scfg: SamplingConf
         job = SearchJob(run_id=run_id, root=str(root), sampling=scfg, strategy=cfg.labeling.strategy,
                         labeling=lcfg, ground_truth=cfg.engine.backend == "sim",
                         pool=PoolConfig(max_retries=max_retries), max_active=max_active)
-        workers = [launch_worker(job, pool.actors) for _ in range(cfg.ray.search_workers)]
+        job_ref = ray.put(job)  # held until the run ends: a restarted worker is rebuilt from it
+        workers = [launch_worker(job_ref, pool.actors) for _ in range(cfg.ray.search_workers)]
         summary.search_workers = len(workers)
         depth = max(2, -(-max_active // cfg.storage.shard_size) + 1)  # shards a worker holds: enough to stay busy
         with _progress(progress) as bar:

@@ -208,9 +208,10 @@ class SearchWorker:
             self._outbox.put(shard.done)
 
 
-def launch_worker(job: SearchJob, engines: list[Any]) -> ray.actor.ActorHandle:
+def launch_worker(job: SearchJob | ray.ObjectRef, engines: list[Any]) -> ray.actor.ActorHandle:
     """Start one search worker, spread over the nodes; Ray restarts it if its process or node dies (calls in
-    flight then fail, and the driver gives its unreported shards out again)."""
+    flight then fail, and the driver gives its unreported shards out again). Pass ``job`` as an ObjectRef
+    the caller holds (``ray.put``) so a restart can still read it."""
     remote_cls = ray.remote(SearchWorker).options(
         num_cpus=WORKER_NUM_CPUS, max_restarts=-1, max_task_retries=0, max_concurrency=THREADS,
         scheduling_strategy="SPREAD")
