@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -339,9 +340,12 @@ def _execute(cfg: RunConfig, items: Iterator[Problem | dict], scfg: SamplingConf
             start = time.perf_counter()
             summary.redone_shards = run_shards(workers, todo, depth, shard_done)
             summary.search_wall_s += time.perf_counter() - start
-        for stats in ray.get([w.stats.remote() for w in workers]):
-            summary.meter.add(stats)
-        ray.get([w.close.remote() for w in workers])
+        for worker in workers:
+            try:
+                summary.meter.add(ray.get(worker.stats.remote(), timeout=10))
+                ray.get(worker.close.remote(), timeout=10)
+            except (RayActorError, GetTimeoutError):  # a worker restarted at the end: its counters are lost
+                continue
         actor_stats = [s for s in pool.actor_stats() if s]
         summary.engine_busy_per_actor_s = [s.get("engine_s", 0.0) for s in actor_stats]
         summary.engine_busy_s += sum(summary.engine_busy_per_actor_s)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -219,56 +220,81 @@ def launch_worker(job: SearchJob | ray.ObjectRef, engines: list[Any]) -> ray.act
 
 
 MAX_SHARD_ATTEMPTS = 4  # a shard whose worker died this many times fails the run instead of looping
+PROBE_S = 0.5  # how often a dead (restarting) worker is asked whether it is back
 
 
 def run_shards(workers: list[Any], shards: Iterator[tuple[str, list[Problem]]], depth: int,
                on_done: Callable[[ShardDone], None]) -> int:
     """Stream ``shards`` to ``workers`` until every one is reported; returns how many were given out again.
 
-    Each worker holds at most ``depth`` unreported shards (the driver's memory is bounded by
+    Each live worker holds at most ``depth`` unreported shards (the driver's memory is bounded by
     ``depth x workers`` shards of problems, never rows); shards go out round-robin, then to whichever worker
-    reports. A worker that dies loses what it held: those shards are given out again (to its restarted
-    self or another worker) and the manifest keeps each commit once. ``on_done`` gets each shard once.
+    has room. A worker that dies loses what it held: those shards go out again, first come first served, and
+    the dead worker gets nothing until a probe finds Ray has restarted it; the manifest keeps each commit
+    once. ``on_done`` gets each shard once.
     """
     held: list[dict[str, tuple[list[Problem], int]]] = [{} for _ in workers]  # name -> (problems, attempt)
+    up = [True] * len(workers)
     redo: deque[tuple[str, list[Problem], int]] = deque()
+    polls: dict[ray.ObjectRef, tuple[int, bool]] = {}  # pending call -> (worker, whether it is a probe)
+    probe_at: dict[int, float] = {}  # dead worker -> when to probe it
+    exhausted = False
     redone = 0
 
-    def give(i: int) -> bool:
+    def next_shard() -> tuple[str, list[Problem], int] | None:
+        nonlocal exhausted
         if redo:
-            name, problems, attempt = redo.popleft()
-        else:
-            nxt = next(shards, None)
-            if nxt is None:
-                return False
-            (name, problems), attempt = nxt, 1
-        if attempt > MAX_SHARD_ATTEMPTS:
-            raise RuntimeError(f"{name}: its search worker died {MAX_SHARD_ATTEMPTS} times")
-        held[i][name] = (problems, attempt)
-        workers[i].feed.remote(name, problems)
-        return True
+            return redo.popleft()
+        nxt = None if exhausted else next(shards, None)
+        exhausted = nxt is None
+        return None if nxt is None else (*nxt, 1)
 
-    given = True
-    while given:  # round-robin until every worker holds ``depth`` shards or there are no more
-        given = False
-        for i in range(len(workers)):
-            if len(held[i]) < depth and give(i):
+    def fill() -> None:
+        """Round-robin over the live workers with room until they are full or there is nothing to give."""
+        given = True
+        while given:
+            given = False
+            for i, worker in enumerate(workers):
+                if not up[i] or len(held[i]) >= depth:
+                    continue
+                nxt = next_shard()
+                if nxt is None:
+                    return
+                name, problems, attempt = nxt
+                if attempt > MAX_SHARD_ATTEMPTS:
+                    raise RuntimeError(f"{name}: its search worker died {MAX_SHARD_ATTEMPTS} times")
+                held[i][name] = (problems, attempt)
+                worker.feed.remote(name, problems)
                 given = True
-    polls = {worker.done.remote(): i for i, worker in enumerate(workers)}
-    while any(held):
-        [ref], _ = ray.wait(list(polls), num_returns=1)
-        i = polls.pop(ref)
-        try:
-            finished = ray.get(ref)
-        except RayActorError:  # the worker (or its node) died: what it had not reported goes out again
-            redone += len(held[i])
-            redo.extend((name, problems, attempt + 1) for name, (problems, attempt) in held[i].items())
-            held[i] = {}
-            finished = []
-        for d in finished:
-            if held[i].pop(d.name, None) is not None:
-                on_done(d)
-        while len(held[i]) < depth and give(i):
-            pass
-        polls[workers[i].done.remote()] = i
+
+    fill()
+    polls.update({worker.done.remote(): (i, False) for i, worker in enumerate(workers)})
+    while redo or any(held) or not exhausted:
+        now = time.monotonic()
+        for i in [i for i, at in probe_at.items() if at <= now]:
+            del probe_at[i]
+            polls[workers[i].stats.remote()] = (i, True)
+        if not polls:  # every worker is down and no probe is due yet
+            time.sleep(PROBE_S)
+            continue
+        ready, _ = ray.wait(list(polls), num_returns=1, timeout=PROBE_S if probe_at else None)
+        for ref in ready:
+            i, probe = polls.pop(ref)
+            try:
+                finished = ray.get(ref)
+            except RayActorError:  # died (or restarting): what it had not reported goes out again
+                redone += len(held[i])
+                redo.extend((name, problems, attempt + 1) for name, (problems, attempt) in held[i].items())
+                held[i] = {}
+                up[i] = False
+                probe_at[i] = time.monotonic() + PROBE_S
+                continue
+            if probe:
+                up[i] = True
+            else:
+                for d in finished:
+                    if held[i].pop(d.name, None) is not None:
+                        on_done(d)
+            polls[workers[i].done.remote()] = (i, False)
+        fill()
     return redone
