@@ -8,17 +8,18 @@ actors and the search workers), measured side by side in one invocation:
    Prints wall, peak RSS, files written, a DuckDB GROUP BY over all the large run's ``step_labels``, and the
    RSS ratio large / small (goal <= 1.25).
 2. Latency-bound: an engine whose every call costs ``--call-latency-s`` (a batched accelerator below
-   saturation: a step costs the same whatever the batch), 1 vs 2 search workers; the speed-up of the
-   search phase (goal >= 1.8x: each worker keeps its own programs in flight).
+   saturation: a step costs the same whatever the batch), 1 vs 2 search workers, 64-problem shards; the
+   speed-up of the search phase (goal >= 1.8x: each worker keeps its own programs in flight).
 3. Engine busy share: ``--small`` problems on 2 engine actors that cost ``--request-latency-s`` per request
-   (engine-bound, as a GPU engine is): union busy time / (search wall x 2) (goal >= 80%).
+   (more than the workers ask for at zero latency, so the engines are the bottleneck, as GPU engines are):
+   union busy time / (search wall x 2) (goal >= 80%: the workers keep the engines fed).
 4. Zero-latency node expansions (engine requests) per second per search worker, from the large run.
 
 Runs use ``mining.kinds = []`` and no datasets: mining reads the run back into memory and is not the search
 this benchmark is about. ``--small``/``--large`` scale everything down for a quick look.
 
-    PYTHONPATH=. python benchmarks/scale.py                     # the full run (under 15 min on 2 cores)
-    PYTHONPATH=. python benchmarks/scale.py --small 1000 --large 10000
+    python -m benchmarks.scale                                 # the full run
+    python -m benchmarks.scale --small 1000 --large 10000      # a quick look
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2, help="search workers of the memory runs")
     parser.add_argument("--latency-problems", type=int, default=1_000)
-    parser.add_argument("--call-latency-s", type=float, default=0.05)
-    parser.add_argument("--request-latency-s", type=float, default=0.0005)
+    parser.add_argument("--call-latency-s", type=float, default=0.1)
+    parser.add_argument("--request-latency-s", type=float, default=0.01)
     parser.add_argument("--root", type=Path, default=None, help="data root (default: a temporary folder)")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="tracemill-scale-"))
@@ -142,15 +143,15 @@ def main() -> None:
           f"{args.latency_problems:,} problems, 1 -> 2 search workers")
     lat = {}
     for w in (1, 2):
-        r = lat[w] = run(root, f"lat-{w}", args.latency_problems,
-                         **{"ray.search_workers": w, "engine.options": {"latency_s": args.call_latency_s}})
+        r = lat[w] = run(root, f"lat-{w}", args.latency_problems, **{
+            "ray.search_workers": w, "storage.shard_size": 64, "engine.options": {"latency_s": args.call_latency_s}})
         print(f"search_workers={w}  search wall={r['search_wall_s']:.1f}s")
     print(f"speed-up 1 -> 2 search workers: {lat[1]['search_wall_s'] / lat[2]['search_wall_s']:.2f}x "
           f"(goal >= 1.8x)")
 
     print(f"# 3. engine busy share: {args.small:,} problems, 2 engine actors at "
           f"{args.request_latency_s * 1e3:.1f} ms per request")
-    r = run(root, "busy", args.small, **{"ray.search_workers": args.workers,
+    r = run(root, "busy", args.small, **{"ray.search_workers": args.workers, "storage.shard_size": 64,
                                          "engine.options": {"latency_per_request_s": args.request_latency_s}})
     share = r["engine_busy_s"] / (r["search_wall_s"] * r["replicas"])
     print(f"engines busy {r['engine_busy_s']:.1f}s of {r['replicas']} x {r['search_wall_s']:.1f}s = {share:.0%} "
