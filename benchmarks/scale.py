@@ -110,15 +110,27 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2, help="search workers of the memory runs")
-    parser.add_argument("--latency-problems", type=int, default=1_000)
+    parser.add_argument("--latency-problems", type=int, default=2_000)
     parser.add_argument("--call-latency-s", type=float, default=0.1)
     parser.add_argument("--request-latency-s", type=float, default=0.01)
+    parser.add_argument("--parts", default="memory,latency,busy", help="which parts to run (comma-separated)")
     parser.add_argument("--root", type=Path, default=None, help="data root (default: a temporary folder)")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="tracemill-scale-"))
     began = time.perf_counter()
     print(f"# data root {root}; sim, mix 1-2 ops, 2 solutions, binary labels, {args.workers} search workers")
 
+    parts = set(args.parts.split(","))
+    if "memory" in parts:
+        memory(root, args)
+    if "latency" in parts:
+        latency(root, args)
+    if "busy" in parts:
+        busy(root, args)
+    print(f"# total {time.perf_counter() - began:.0f}s")
+
+
+def memory(root: Path, args: argparse.Namespace) -> None:
     print("# 1. memory: the same config at two sizes")
     sized = {}
     for n in (args.small, args.large):
@@ -139,6 +151,9 @@ def main() -> None:
     rate = large["engine_requests"] / large["search_wall_s"]
     print(f"{rate:,.0f} expansions/s over {args.workers} workers = {rate / args.workers:,.0f}/s per worker")
 
+
+def latency(root: Path, args: argparse.Namespace) -> None:
+
     print(f"# 2. latency-bound: {args.call_latency_s * 1e3:.0f} ms per engine call, "
           f"{args.latency_problems:,} problems, 1 -> 2 search workers")
     lat = {}
@@ -149,6 +164,9 @@ def main() -> None:
     print(f"speed-up 1 -> 2 search workers: {lat[1]['search_wall_s'] / lat[2]['search_wall_s']:.2f}x "
           f"(goal >= 1.8x)")
 
+
+def busy(root: Path, args: argparse.Namespace) -> None:
+
     print(f"# 3. engine busy share: {args.small:,} problems, 2 engine actors at "
           f"{args.request_latency_s * 1e3:.1f} ms per request")
     r = run(root, "busy", args.small, **{"ray.search_workers": args.workers, "storage.shard_size": 64,
@@ -156,7 +174,6 @@ def main() -> None:
     share = r["engine_busy_s"] / (r["search_wall_s"] * r["replicas"])
     print(f"engines busy {r['engine_busy_s']:.1f}s of {r['replicas']} x {r['search_wall_s']:.1f}s = {share:.0%} "
           f"(goal >= 80%); per actor {[round(s, 1) for s in r['engine_busy_per_actor_s']]}")
-    print(f"# total {time.perf_counter() - began:.0f}s")
 
 
 if __name__ == "__main__":

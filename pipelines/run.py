@@ -326,6 +326,7 @@ def _execute(cfg: RunConfig, items: Iterator[Problem | dict], scfg: SamplingConf
         job_ref = ray.put(job)  # held until the run ends: a restarted worker is rebuilt from it
         workers = [launch_worker(job_ref, pool.actors) for _ in range(cfg.ray.search_workers)]
         summary.search_workers = len(workers)
+        ray.get([w.stats.remote() for w in workers])  # built (imports, engine handles): the search clock starts
         depth = max(2, -(-max_active // cfg.storage.shard_size) + 1)  # shards a worker holds: enough to stay busy
         with _progress(progress) as bar:
             task = bar.add_task("problems", total=cfg.problems.n or None)
