@@ -1,5 +1,8 @@
 """Exactly-once output under a driver crash: SIGKILL ``tracemill run`` mid-run, ``--resume`` it, and compare
-every table with an undisturbed run of the same config (the sim engine is deterministic per request)."""
+every table with an undisturbed run of the same config (the sim engine is deterministic per request).
+
+The crash is injected at a fixed point (the run's one search worker kills the driver's process group right
+after its second shard commit), not by a test racing a kill against the run finishing."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,11 +39,33 @@ shard_size = 4
 [ray]
 num_cpus = 2
 """
+CRASH_AFTER_COMMITS = 2  # problem shards the crashing run commits before it is killed (of 6)
+# the search worker commits the shards, so the crash is a worker subclass: defined in __main__, Ray ships it to
+# the worker process by value; one worker (set on the command line), so no other commit can land in between
+CRASHING_DRIVER = f"""
+import os, signal, sys
+from pipelines import search_worker
+from pipelines.cli import app
+
+DRIVER_GROUP = os.getpgrp()
+
+class CrashingWorker(search_worker.SearchWorker):
+    def _one_less(self, shard):
+        super()._one_less(shard)
+        self.commits = getattr(self, "commits", 0) + (shard.left == 0)
+        if self.commits == {CRASH_AFTER_COMMITS}:
+            os.killpg(DRIVER_GROUP, signal.SIGKILL)  # the driver and the local Ray it started, mid-run
+
+search_worker.SearchWorker = CrashingWorker
+sys.argv[0] = "tracemill"
+app()
+"""
 
 
-def _cli(*args: str) -> subprocess.Popen:
+def _cli(*args: str, crash: bool = False) -> subprocess.Popen:
     # a session of its own: the driver and the local Ray it starts can be killed as one group
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--no-progress", "--no-report", *args],
+    driver = ["-c", CRASHING_DRIVER] if crash else ["-m", "pipelines.cli"]
+    return subprocess.Popen([sys.executable, *driver, "run", "--no-progress", "--no-report", *args],
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
 
@@ -69,15 +93,10 @@ def test_sigkilled_driver_resumes_to_the_same_rows_exactly_once(tmp_path):
     config.write_text(CONFIG.format(root=root))
     _finish(_cli("-c", str(config), "--run-id", "reference"))
 
-    victim = _cli("-c", str(config), "--run-id", "victim")
-    deadline = time.monotonic() + 240
-    while _committed(root, "victim") < 2:  # some problem shards are in
-        assert victim.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    done_before = _committed(root, "victim")
-    assert done_before < 7, "the run finished before the kill; nothing left to resume"
+    victim = _cli("-c", str(config), "--run-id", "victim", "--set", "ray.search_workers=1", crash=True)
+    out, _ = victim.communicate(timeout=300)
+    assert victim.returncode == -signal.SIGKILL, out[-3000:]
+    assert _committed(root, "victim") == CRASH_AFTER_COMMITS
 
     _finish(_cli("-c", str(config), "--resume", "victim"))
     assert _committed(root, "victim") == 7  # 6 problem shards + the mined traces
