@@ -38,10 +38,11 @@ root = "{root}"
 shard_size = 4
 [ray]
 num_cpus = 2
+search_workers = 1
 """
 CRASH_AFTER_COMMITS = 2  # problem shards the crashing run commits before it is killed (of 6)
 # the search worker commits the shards, so the crash is a worker subclass: defined in __main__, Ray ships it to
-# the worker process by value; one worker (set on the command line), so no other commit can land in between
+# the worker process by value; one worker (the config's), so no other commit can land in between
 CRASHING_DRIVER = f"""
 import os, signal, sys
 from pipelines import search_worker
@@ -93,7 +94,7 @@ def test_sigkilled_driver_resumes_to_the_same_rows_exactly_once(tmp_path):
     config.write_text(CONFIG.format(root=root))
     _finish(_cli("-c", str(config), "--run-id", "reference"))
 
-    victim = _cli("-c", str(config), "--run-id", "victim", "--set", "ray.search_workers=1", crash=True)
+    victim = _cli("-c", str(config), "--run-id", "victim", crash=True)
     out, _ = victim.communicate(timeout=300)
     assert victim.returncode == -signal.SIGKILL, out[-3000:]
     assert _committed(root, "victim") == CRASH_AFTER_COMMITS
