@@ -141,15 +141,16 @@ def to_record(spec: ArithSpec) -> dict:
 # ---------------------------------------------------------------- generation
 
 
-def generate(n: int, seed: int, mix: dict[int, float] | None = None) -> list[ArithSpec]:
-    """``n`` seeded problems; problem ``i`` depends only on (seed, i, mix), so a prefix of a larger set is stable.
+def generate(n: int, seed: int, mix: dict[int, float] | None = None, start: int = 0) -> list[ArithSpec]:
+    """Problems ``start .. start + n - 1`` of the seeded set; problem ``i`` depends only on (seed, i, mix), so
+    a prefix of a larger set is stable and a run can generate its problems a slice at a time.
 
     ``mix`` maps a number of operations (1..12) to a weight; weights are normalised.
     """
     weights = _check_mix(DEFAULT_MIX if mix is None else mix)
     counts, probs = list(weights), list(weights.values())
     out = []
-    for i in range(n):
+    for i in range(start, start + n):
         rng = random.Random(f"arith:{seed}:{i}")
         out.append(_one(rng, rng.choices(counts, probs)[0]))
     return out

@@ -223,11 +223,22 @@ class EnginePool:
                 return outcome
 
     def apply_chat_template(self, conversations: list[list[dict[str, str]]]) -> list[str]:
-        """Render conversations with the engines' chat template (all actors host the same model)."""
-        for actor, healthy in zip(self.actors, self._healthy, strict=True):
-            if healthy:
-                return ray.get(actor.apply_chat_template.remote(conversations))
-        raise RuntimeError("no healthy engine actor to render prompts")
+        """Render conversations with the engines' chat template (all actors host the same model).
+
+        Asks one actor after another; an actor that died (or is restarting) is skipped, and while none
+        answers the round is tried again every ``probe_interval_s`` for up to ``max_unhealthy_s``.
+        """
+        deadline = time.monotonic() + self.config.max_unhealthy_s
+        while True:
+            for actor in self.actors:
+                try:
+                    return ray.get(actor.apply_chat_template.remote(conversations))
+                except RayActorError as err:
+                    last = err
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no engine actor answered for {self.config.max_unhealthy_s:.0f} s to "
+                                   f"render prompts: {last}")
+            time.sleep(self.config.probe_interval_s)
 
     def stats(self) -> dict[str, Any]:
         """Per-actor counters, totals and the prefix-hit rate (cached prompt tokens / prompt tokens)."""
@@ -384,60 +395,89 @@ class EnginePool:
 
 @dataclass
 class ProgramsOutcome:
-    results: dict[str, Any] = field(default_factory=dict)  # program key -> its return value
+    results: dict[str, Any] = field(default_factory=dict)  # program key -> its return value (no on_done only)
     failed: dict[str, str] = field(default_factory=dict)  # program key -> why its generation failed
+
+
+class ProgramDriver:
+    """Advances search programs (see ``search.program``) against a pool, each as soon as ITS results arrive.
+
+    ``start`` runs a program up to its first batch; ``step`` blocks until some batches complete and advances
+    those programs. A finished program goes to ``on_done(key, value)``; one whose requests fail after all
+    retries is closed and goes to ``on_failed(key, error)``; exceptions raised by a program itself propagate.
+    Nothing is kept once reported, so a driver that runs for a million programs holds only the active ones.
+    """
+
+    def __init__(self, pool: EnginePool, on_done: Callable[[str, Any], None],
+                 on_failed: Callable[[str, str], None]) -> None:
+        self.pool = pool
+        self._on_done = on_done
+        self._on_failed = on_failed
+        self._active: dict[int, tuple[str, Any]] = {}  # ticket -> (key, program waiting on it)
+
+    @property
+    def active(self) -> int:
+        """Programs waiting on results."""
+        return len(self._active)
+
+    def start(self, key: str, program: Any) -> None:
+        self._advance(key, program, None)
+
+    def step(self) -> None:
+        """Wait for at least one active program's results and advance every program whose results are in."""
+        completed = self.pool.wait(self._active.keys())
+        if not completed:
+            raise RuntimeError(f"{len(self._active)} programs wait on results that can no longer arrive")
+        for ticket, result in completed:
+            key, prog = self._active.pop(ticket)
+            if isinstance(result, GenerationFailed):
+                prog.close()
+                self._on_failed(key, str(result))
+            else:
+                self._advance(key, prog, result)
+
+    def _advance(self, key: str, prog: Any, sent: list[GenResult] | None) -> None:
+        try:
+            reqs = prog.send(sent) if sent is not None else next(prog)
+            while not reqs:  # a program may yield an empty list; answer it at once
+                reqs = prog.send([])
+        except StopIteration as stop:
+            self._on_done(key, stop.value)
+            return
+        self._active[self.pool.submit(reqs)] = (key, prog)
 
 
 def run_programs_async(programs: Mapping[str, Any] | Iterable[tuple[str, Any]], pool: EnginePool,
                        on_done: Callable[[str, Any], None] | None = None,
                        on_failed: Callable[[str, str], None] | None = None,
                        max_active: int = 256) -> ProgramsOutcome:
-    """Drive search programs (see ``search.program``) so every actor stays busy.
+    """Drive search programs so every actor stays busy (a ``ProgramDriver`` fed from ``programs``).
 
-    Each program's batch is submitted on its own and the program resumes as soon as ITS results arrive,
-    with at most ``max_active`` programs waiting on results at once (programs are started lazily from
-    ``programs``, which may be a generator of ``(key, program)`` pairs). A program whose requests fail
-    after all retries is closed and reported through ``on_failed(key, error)`` and ``outcome.failed``
-    (the pipeline writes it to ``rejects``); exceptions raised by a program itself propagate.
+    At most ``max_active`` programs wait on results at once; programs are started lazily from ``programs``,
+    which may be a generator of ``(key, program)`` pairs. Results are kept in ``outcome.results`` only when
+    there is no ``on_done`` (a caller with ``on_done`` owns them, so a long stream holds none); failures go
+    to ``on_failed`` and ``outcome.failed``.
     """
     if max_active < 1:
         raise ValueError("max_active must be >= 1")
     items = iter(programs.items() if isinstance(programs, Mapping) else programs)
     outcome = ProgramsOutcome()
-    active: dict[int, tuple[str, Any]] = {}
 
-    def advance(key: str, prog: Any, sent: list[GenResult] | None) -> None:
-        try:
-            reqs = prog.send(sent) if sent is not None else next(prog)
-            while not reqs:  # a program may yield an empty list; answer it at once
-                reqs = prog.send([])
-        except StopIteration as stop:
-            outcome.results[key] = stop.value
-            if on_done is not None:
-                on_done(key, stop.value)
-            return
-        active[pool.submit(reqs)] = (key, prog)
+    def done(key: str, value: Any) -> None:
+        if on_done is None:
+            outcome.results[key] = value
+        else:
+            on_done(key, value)
 
-    def fill() -> None:
-        while len(active) < max_active:
-            nxt = next(items, None)
-            if nxt is None:
-                return
-            advance(nxt[0], nxt[1], None)
+    def failed(key: str, error: str) -> None:
+        outcome.failed[key] = error
+        if on_failed is not None:
+            on_failed(key, error)
 
-    fill()
-    while active:
-        completed = pool.wait(active.keys())
-        if not completed:
-            raise RuntimeError(f"{len(active)} programs wait on results that can no longer arrive")
-        for ticket, result in completed:
-            key, prog = active.pop(ticket)
-            if isinstance(result, GenerationFailed):
-                prog.close()
-                outcome.failed[key] = str(result)
-                if on_failed is not None:
-                    on_failed(key, str(result))
-            else:
-                advance(key, prog, result)
-        fill()
-    return outcome
+    driver = ProgramDriver(pool, done, failed)
+    while True:
+        while driver.active < max_active and (nxt := next(items, None)) is not None:
+            driver.start(*nxt)
+        if not driver.active:
+            return outcome
+        driver.step()

@@ -109,6 +109,7 @@ class RayConfig(_Section):
     # seconds the run's actors may wait for Ray to place them before the run fails (exit 2): on a joined or
     # autoscaling cluster a node may still come; a local Ray's shortfall fails at once (cluster/resources.py)
     placement_timeout_s: Float = Field(60.0, gt=0, le=86_400)
+    search_workers: Int = Field(2, ge=1, le=4096)  # Ray actors running the search programs, each committing its shards
 
 
 class RunConfig(_Section):

@@ -1,20 +1,23 @@
 """``tracemill run``: problems → engine actors → sampled solutions → step labels → Parquet shards.
 
-Parse the config, load problems, start (or join) Ray, launch engine actors, then drive one search program
-per problem (sample N solutions, label every step) across all problems at once. Problems are grouped into
-shards; a shard is committed atomically as soon as its last problem finishes, so ``--resume`` redoes no
-committed shard and the dataset holds each problem exactly once.
+Parse the config, open the problem stream, start (or join) Ray, launch engine actors and search workers,
+then stream shards of problems to the workers (``pipelines.search_worker``): each runs one search program per
+problem (sample N solutions, label every step) against the shared engines and commits a shard atomically as
+soon as its last problem finishes. The driver holds a few shards of problems and the counters, never rows,
+so memory does not grow with the run; ``--resume`` redoes no committed shard and the dataset holds each
+problem exactly once (a repeated problem id is a ``duplicate`` reject, decided the same way on resume).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,6 +26,7 @@ from urllib.parse import urlsplit
 
 import ray
 from ray._private import ray_constants
+from ray.exceptions import GetTimeoutError, RayActorError
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,24 +41,22 @@ from rich.text import Text
 
 from cluster import arith
 from cluster.actors import ActorSpec, actor_demand
-from cluster.pool import EnginePool, PoolConfig, run_programs_async
+from cluster.pool import EnginePool, PoolConfig
 from cluster.resources import Demand, Unschedulable, require_placeable
 from pipelines.config import ConfigError, RunConfig
+from pipelines.search_worker import SearchJob, ShardDone, launch_worker, run_shards
 from pipelines.validate import Validation, validate_run
-from search.given import given_solutions, has_given_solution
-from search.labeling import STRATEGIES, make_config, rows
-from search.loaders import LoadError, attach_gold, load_arith, load_problems
+from search.labeling import STRATEGIES, make_config
+from search.loaders import LoadError, attach_gold, iter_arith, iter_problems
 from search.problems import Problem
-from search.program import Program
-from search.sampling import SamplingConfig, prompt_messages, sample_solutions
+from search.sampling import SamplingConfig
 from storage.catalog import Catalog
 from storage.layout import check_name, is_disk_full
-from storage.rejects import reject_row
 from storage.runs import fail_run, finish_run, read_run, start_run
 from storage.shards import ShardWriter
-from verifier.answers import judge
 
 FEW_SHOT_SEED = 10_007  # worked examples come from a seed no quickstart problem set uses
+REJECT_SHARD_ROWS = 4096  # load rejects (bad rows, duplicates) per committed rejects shard
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Meter:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    retried: int = 0  # requests resubmitted after their call failed (an engine died, or raised)
 
     def add(self, pool_stats: dict[str, Any]) -> None:
         self.calls += pool_stats["calls"]
@@ -77,6 +80,7 @@ class Meter:
         self.prompt_tokens += pool_stats["prompt_tokens"]
         self.completion_tokens += pool_stats["completion_tokens"]
         self.cached_tokens += pool_stats["cached_tokens"]
+        self.retried += pool_stats["retried"]
 
 
 @dataclass
@@ -87,6 +91,8 @@ class RunSummary:
     rejects: int = 0
     failed_problems: int = 0
     skipped_shards: int = 0
+    redone_shards: int = 0  # given to a search worker again because the one holding them died
+    search_workers: int = 0
     solutions: int = 0
     correct_solutions: int = 0
     steps_labeled: int = 0
@@ -150,20 +156,62 @@ def code_version() -> str:
     return "0.1.0"
 
 
-def load_inputs(cfg: RunConfig) -> tuple[list[Problem], list[dict]]:
-    """The run's problems and load rejects; a missing file or unknown format raises ``ConfigError``."""
+def problem_stream(cfg: RunConfig) -> Iterator[Problem | dict]:
+    """The run's problems and load rejects, in order, read lazily; a missing file or unknown format raises
+    ``ConfigError`` here, before the run writes anything. Repeated problem ids are ``duplicate`` rejects."""
     p = cfg.problems
     if p.source == "arith":
-        return load_arith(p.n, p.seed, dict(p.mix)), []
+        return iter_arith(p.n, p.seed, dict(p.mix))
     try:
-        problems, rejects = load_problems(p.source, None if p.format == "auto" else p.format)
-        problems = problems[: p.n] if p.n else problems
-        if p.gold_files:
-            problems, more = attach_gold(problems, p.gold_files)
-            rejects += more
+        items = iter_problems(p.source, None if p.format == "auto" else p.format)
+        if p.n:
+            items = _first_problems(items, p.n)
+        return attach_gold(items, p.gold_files) if p.gold_files else items
     except LoadError as err:
         raise ConfigError(f"config error: problems: {err}") from None
+
+
+def _first_problems(items: Iterator[Problem | dict], n: int) -> Iterator[Problem | dict]:
+    """``items`` up to and including the ``n``-th problem (the rejects met before it pass through)."""
+    for item in items:
+        yield item
+        if isinstance(item, Problem):
+            n -= 1
+            if n == 0:
+                return
+
+
+def load_inputs(cfg: RunConfig) -> tuple[list[Problem], list[dict]]:
+    """The whole ``problem_stream`` as lists (for scripts that want every problem at once)."""
+    problems: list[Problem] = []
+    rejects: list[dict] = []
+    for item in problem_stream(cfg):
+        (problems if isinstance(item, Problem) else rejects).append(item)
     return problems, rejects
+
+
+def plan_shards(items: Iterable[Problem | dict], shard_size: int) -> Iterator[tuple[str, list[Problem] | list[dict]]]:
+    """Chunk a problem stream into named shards: ``shard-NNNNNN`` of ``shard_size`` problems, and
+    ``load-rejects-NNNNNN`` of up to ``REJECT_SHARD_ROWS`` rejects. Names depend only on the stream, so a
+    resumed run plans the same shards and skips the committed ones."""
+    problems: list[Problem] = []
+    rejects: list[dict] = []
+    counts = itertools.count(), itertools.count()
+    for item in items:
+        if isinstance(item, Problem):
+            problems.append(item)
+            if len(problems) == shard_size:
+                yield f"shard-{next(counts[0]):06d}", problems
+                problems = []
+        else:
+            rejects.append(item)
+            if len(rejects) == REJECT_SHARD_ROWS:
+                yield f"load-rejects-{next(counts[1]):06d}", rejects
+                rejects = []
+    if problems:
+        yield f"shard-{next(counts[0]):06d}", problems
+    if rejects:
+        yield f"load-rejects-{next(counts[1]):06d}", rejects
 
 
 def few_shot_examples(count: int, delimiter: str) -> tuple[tuple[str, str], ...]:
@@ -212,34 +260,12 @@ def actor_spec(cfg: RunConfig) -> ActorSpec:
     return ActorSpec(backend=e.backend, engine=engine, num_cpus=e.num_cpus, num_gpus=e.num_gpus)
 
 
-def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strategy: str, lcfg: Any,
-                    run_id: str, ground_truth: bool) -> Program[dict[str, list[dict]]]:
-    """Sample the problem's solutions, label their steps, and return the rows of its tables."""
-    if has_given_solution(problem):
-        sampled = given_solutions(problem, scfg, judge)
-    else:
-        sampled = yield from sample_solutions(problem, prompt, scfg, judge)
-    if ground_truth and problem.source == "arith":  # the sim engine's solutions: the exact first wrong step is known
-        for sol in sampled.solutions:
-            sol.true_first_error = arith.first_error(problem.question, sol.text, scfg.delimiter)
-    paths = [s.path for s in sampled.solutions]
-    result = yield from STRATEGIES[strategy].label(sampled.tree, paths, problem, prompt, lcfg, judge)
-    out = rows(sampled.tree, result, run_id, sampled.solutions)
-    out["problems"] = [{"run_id": run_id, "problem_id": problem.problem_id, "source": problem.source,
-                        "question": problem.question, "gold_answer": problem.gold_answer,
-                        "meta_json": problem.meta_json()}]
-    if result.filtered:
-        out["rejects"] = [reject_row("label", problem.problem_id, problem.question,
-                                     "filtered: probe rollouts all right or all wrong")]
-    return out
-
-
 def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, progress: bool = True,
             ray_address: str | None = None, report: bool = True) -> RunSummary:
     """Run (or resume) one config end to end; returns the summary. Config errors raise ``ConfigError``."""
     root = Path(cfg.storage.root).resolve()
     check_run_id(root, cfg, run_id, resume)
-    problems, load_rejects = load_inputs(cfg)
+    items = problem_stream(cfg)
     try:
         lcfg = make_config(cfg.labeling.strategy, labeling_options(cfg))
     except (ValueError, TypeError) as err:
@@ -253,8 +279,7 @@ def execute(cfg: RunConfig, run_id: str | None = None, resume: bool = False, pro
               model=cfg.engine.model if cfg.engine.backend != "sim" else "sim", engine=cfg.engine.backend,
               code_version=code_version())
     try:
-        _execute(cfg, problems, load_rejects, scfg, lcfg, spec, run_id, root, summary, resume, progress,
-                 ray_address)
+        _execute(cfg, items, scfg, lcfg, spec, run_id, root, summary, resume, progress, ray_address)
         summary.mined = mine_outputs(cfg, root, run_id)
         summary.validation = validate_run(root, run_id)
         summary.wall_s = time.perf_counter() - start
@@ -338,80 +363,75 @@ def mine_outputs(cfg: RunConfig, root: Path, run_id: str) -> dict[str, int]:
     return counts
 
 
-def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], scfg: SamplingConfig,
-             lcfg: Any, spec: ActorSpec, run_id: str, root: Path, summary: RunSummary, resume: bool,
-             progress: bool, ray_address: str | None) -> None:
-    shard_size = cfg.storage.shard_size
-    shards = [problems[i:i + shard_size] for i in range(0, len(problems), shard_size)]
-    names = [f"shard-{i:06d}" for i in range(len(shards))]
+def _execute(cfg: RunConfig, items: Iterator[Problem | dict], scfg: SamplingConfig, lcfg: Any, spec: ActorSpec,
+             run_id: str, root: Path, summary: RunSummary, resume: bool, progress: bool,
+             ray_address: str | None) -> None:
     writer = ShardWriter(root, run_id)
-    done = writer.committed() if resume else set()
-    if load_rejects:
-        writer.commit("load-rejects", {"rejects": load_rejects})
-    summary.rejects += len(load_rejects)
-    todo = [(name, shard) for name, shard in zip(names, shards, strict=True) if name not in done]
-    summary.skipped_shards = len(shards) - len(todo)
-    if not todo:
+    committed = writer.committed() if resume else set()
+    todo = _todo_shards(plan_shards(items, cfg.storage.shard_size), writer, committed, summary)
+    first = next(todo, None)
+    if first is None:
         return
+    todo = itertools.chain([first], todo)
 
     started_ray = connect_ray(ray_address if ray_address is not None else cfg.ray.address, cfg.ray.num_cpus)
     require_resources([actor_demand(spec, cfg.engine.replicas)], cfg.ray.placement_timeout_s, started_ray)
-    pool = EnginePool.launch(spec, cfg.engine.replicas, PoolConfig(max_retries=cfg.ray.max_retries))
+    max_retries = cfg.ray.max_retries
+    pool = EnginePool.launch(spec, cfg.engine.replicas, PoolConfig(max_retries=max_retries))
+    workers: list[Any] = []
     try:
-        messages = [prompt_messages(p, scfg) for _, shard in todo for p in shard]
-        prompts = dict(zip([p.problem_id for _, shard in todo for p in shard], pool.apply_chat_template(messages), strict=True))
-        shard_of = {p.problem_id: name for name, shard in todo for p in shard}
-        left = {name: len(shard) for name, shard in todo}
-        buffers: dict[str, dict[str, list[dict]]] = {name: {} for name, _ in todo}
-        ground_truth = cfg.engine.backend == "sim"
-
-        def programs() -> Iterator[tuple[str, Program[Any]]]:
-            for _, shard in todo:
-                for p in shard:
-                    yield p.problem_id, problem_program(p, prompts[p.problem_id], scfg, cfg.labeling.strategy,
-                                                        lcfg, run_id, ground_truth)
-
+        max_active = max(64, 8 * cfg.engine.replicas)  # programs in flight per search worker
+        job = SearchJob(run_id=run_id, root=str(root), sampling=scfg, strategy=cfg.labeling.strategy,
+                        labeling=lcfg, ground_truth=cfg.engine.backend == "sim",
+                        pool=PoolConfig(max_retries=max_retries), max_active=max_active)
+        job_ref = ray.put(job)  # held until the run ends: a restarted worker is rebuilt from it
+        workers = [launch_worker(job_ref, pool.actors) for _ in range(cfg.ray.search_workers)]
+        summary.search_workers = len(workers)
+        ray.get([w.stats.remote() for w in workers])  # built (imports, engine handles): the search clock starts
+        depth = max(2, -(-max_active // cfg.storage.shard_size) + 1)  # shards a worker holds: enough to stay busy
         with _progress(progress) as bar:
-            task = bar.add_task("problems", total=sum(left.values()))
+            task = bar.add_task("problems", total=cfg.problems.n or None)
 
-            def finish_problem(pid: str, out: dict[str, list[dict]]) -> None:
-                name = shard_of[pid]
-                for table, table_rows in out.items():
-                    buffers[name].setdefault(table, []).extend(table_rows)
-                summary.problems += 1
-                summary.solutions += len(out.get("solutions", []))
-                summary.correct_solutions += sum(bool(s["correct"]) for s in out.get("solutions", []))
-                summary.steps_labeled += len(out.get("step_labels", []))
-                summary.rollouts += len(out.get("rollouts", []))
-                summary.rejects += len(out.get("rejects", []))
-                _problem_finished(name)
-
-            def fail_problem(pid: str, error: str) -> None:
-                name = shard_of[pid]
-                buffers[name].setdefault("rejects", []).append(reject_row("generate", pid, pid, error))
-                summary.failed_problems += 1
-                summary.rejects += 1
-                _problem_finished(name)
-
-            def _problem_finished(name: str) -> None:
-                bar.advance(task)
-                left[name] -= 1
-                if left[name] == 0:
-                    writer.commit(name, buffers.pop(name))
+            def shard_done(d: ShardDone) -> None:
+                for name in ("problems", "failed_problems", "solutions", "correct_solutions", "steps_labeled",
+                             "rollouts", "rejects"):
+                    setattr(summary, name, getattr(summary, name) + getattr(d, name))
+                summary.skipped_shards += d.skipped
+                bar.advance(task, d.problems + d.failed_problems)
 
             start = time.perf_counter()
-            run_programs_async(programs(), pool, on_done=finish_problem, on_failed=fail_problem,
-                               max_active=max(64, 8 * cfg.engine.replicas))
+            summary.redone_shards = run_shards(workers, todo, depth, shard_done)
             summary.search_wall_s += time.perf_counter() - start
-        summary.meter.add(pool.stats())
+        for worker in workers:
+            try:
+                summary.meter.add(ray.get(worker.stats.remote(), timeout=10))
+                ray.get(worker.close.remote(), timeout=10)
+            except (RayActorError, GetTimeoutError):  # a worker restarted at the end: its counters are lost
+                continue
         actor_stats = [s for s in pool.actor_stats() if s]
         summary.engine_busy_per_actor_s = [s.get("engine_s", 0.0) for s in actor_stats]
         summary.engine_busy_s += sum(summary.engine_busy_per_actor_s)
         summary.engine_call_s += sum(s.get("call_s", 0.0) for s in actor_stats)
     finally:
+        for worker in workers:
+            ray.kill(worker, no_restart=True)
         pool.shutdown()
         if started_ray:  # a Ray this run started ends with it; a joined cluster stays up
             ray.shutdown()
+
+
+def _todo_shards(shards: Iterator[tuple[str, list]], writer: ShardWriter, committed: set[str],
+                 summary: RunSummary) -> Iterator[tuple[str, list[Problem]]]:
+    """The problem shards still to search; rejects shards are committed here as the stream reaches them."""
+    for name, shard in shards:
+        if name.startswith("load-rejects-"):
+            writer.commit(name, {"rejects": shard})
+            summary.rejects += len(shard)
+        elif name in committed:
+            summary.skipped_shards += 1
+        else:
+            yield name, shard
+
 
 
 LOOPBACK = "127.0.0.1"

@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -43,6 +44,7 @@ MAX_REJECT_ROW_CHARS = 4_000  # raw row text kept in a reject
 MAX_DEPTH = 32  # nesting of a row's values; real rows nest 2-3 deep, deep ones break recursive code later
 GSM8K_MARK = "####"  # GSM8K answers end "#### <number>"
 UTF8_BOM = b"\xef\xbb\xbf"
+DETECT_ROWS = 1000  # rows read to decide a file's format (most rows win) before the stream starts
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 
 
@@ -68,36 +70,65 @@ def load_problems(paths: str | Path | Iterable[str | Path],
     """Problems from one or more files, deduplicated by ``problem_id`` (first wins), plus the rejects.
 
     ``fmt`` forces a format name from ``FORMATS`` (``LoadError`` if no row of a file has its keys); by
-    default each file's format is the one most of its object rows match.
+    default each file's format is the one most of its first ``DETECT_ROWS`` object rows match.
+    ``iter_problems`` is the same, one item at a time.
+    """
+    problems: list[Problem] = []
+    rejects: list[dict] = []
+    for item in iter_problems(paths, fmt):
+        (problems if isinstance(item, Problem) else rejects).append(item)
+    return problems, rejects
+
+
+def iter_problems(paths: str | Path | Iterable[str | Path], fmt: str | None = None) -> Iterator[Problem | dict]:
+    """The problems and rejects of ``paths`` in file order, read lazily: a run streams them into shards.
+
+    Every file is opened and its format decided (from its first ``DETECT_ROWS`` rows) before this returns, so
+    a missing file, unknown format or a forced format no row matches raises ``LoadError`` at once (before a
+    run writes anything); rows are then read as they are consumed. A repeated ``problem_id`` is a reject with
+    reason ``duplicate`` (the first is kept).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if fmt is not None and fmt not in FORMATS:
         raise LoadError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    problems: list[Problem] = []
-    rejects: list[dict] = []
-    seen: set[str] = set()
-    seen_ids: set[tuple[str, object]] = set()
+    files = []
     for path in paths:
-        rows = list(_read_rows(Path(path)))
-        name = _forced(path, rows, fmt) if fmt else _detect(path, rows)
-        for where, raw, row in rows:
+        head = list(itertools.islice(_read_rows(Path(path)), DETECT_ROWS))
+        files.append((Path(path), _forced(path, head, fmt) if fmt else _detect(path, head)))
+    return _unique(_parsed_rows(files))
+
+
+def _parsed_rows(files: list[tuple[Path, str]]) -> Iterator[tuple[str, str, Problem | dict]]:
+    """Each row of each (file, format) as a Problem, or as its reject; ProcessBench-style ``id`` keys unique."""
+    seen_ids: set[tuple[str, object]] = set()
+    for path, name in files:
+        key = FORMATS[name].id_key
+        for where, raw, row in _read_rows(path):
             try:
                 problem = parse_row(row, name)
-                key = FORMATS[name].id_key
                 if key is not None:
                     if (name, row[key]) in seen_ids:
                         raise RowError(f"duplicate {key} {row[key]!r}")
                     seen_ids.add((name, row[key]))
             except RowError as err:
-                rejects.append(_reject(where, raw, str(err)))
+                yield where, raw, _reject(where, raw, str(err))
                 continue
-            if problem.problem_id in seen:
-                rejects.append(_reject(where, raw, "duplicate"))
-                continue
-            seen.add(problem.problem_id)
-            problems.append(problem)
-    return problems, rejects
+            yield where, raw, problem
+
+
+def _unique(items: Iterable[tuple[str, str, Problem | dict]]) -> Iterator[Problem | dict]:
+    """Drop repeated problem ids (as ``duplicate`` rejects). The seen-set keeps each 64-bit id as an int
+    (about 70 bytes a problem), so a million-problem stream costs tens of MB, not its problems."""
+    seen: set[int] = set()
+    for where, raw, item in items:
+        if isinstance(item, Problem):
+            key = int(item.problem_id, 16)
+            if key in seen:
+                item = _reject(where, raw, "duplicate")
+            else:
+                seen.add(key)
+        yield item
 
 
 def parse_row(row: dict | RowError, fmt: str) -> Problem:
@@ -114,31 +145,54 @@ def load_arith(n: int, seed: int, mix: dict[int, float] | None = None) -> list[P
             for r in map(arith.to_record, arith.generate(n, seed, mix))]
 
 
+ARITH_CHUNK = 1024  # problems generated at a time by ``iter_arith``
+
+
+def iter_arith(n: int, seed: int, mix: dict[int, float] | None = None) -> Iterator[Problem | dict]:
+    """The same ``n`` problems as ``load_arith``, generated a chunk at a time; a repeated question (the
+    generator can draw one twice) is a ``duplicate`` reject with source ``arith:<index>``."""
+    def numbered() -> Iterator[tuple[str, str, Problem]]:
+        for start in range(0, n, ARITH_CHUNK):
+            specs = arith.generate(min(ARITH_CHUNK, n - start), seed, mix, start=start)
+            for i, record in enumerate(map(arith.to_record, specs), start):
+                yield f"arith:{i}", record["question"], Problem.make(record["question"], record["gold_answer"],
+                                                                     "arith", record["meta"])
+    return _unique(numbered())
+
+
 # ---------------------------------------------------------------- reading files
 
 Row = tuple[str, str, dict | RowError]  # (file:line, raw text, the object or why the row is unusable)
 
 
 def _read_rows(path: Path) -> Iterator[Row]:
-    """Every row of a file in order; a row that isn't a JSON object carries the reason instead."""
+    """Every row of a file in order, read as consumed; a row that isn't a JSON object carries the reason instead.
+
+    JSONL is read line by line and Parquet a record batch at a time; a JSON array is parsed whole (element by
+    element). Opening the file happens on the first ``next``.
+    """
     if not path.is_file():
         raise LoadError(f"no such file: {path}")
     if path.suffix == ".parquet":
         yield from _parquet_rows(path)
         return
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            head = f.read(64).removeprefix(UTF8_BOM)  # editors on Windows write one; it is not part of a row
+            if head.lstrip()[:1] == b"[":
+                yield from _array_rows(path, head + f.read())
+            else:
+                f.seek(0)
+                yield from _jsonl_rows(path, f)
     except OSError as err:
         raise LoadError(f"cannot read {path}: {err.strerror}") from None
-    data = data.removeprefix(UTF8_BOM)  # editors on Windows write one; it is not part of the first row
-    if data.lstrip()[:1] == b"[":
-        yield from _array_rows(path, data)
-    else:
-        yield from _jsonl_rows(path, data)
 
 
-def _jsonl_rows(path: Path, data: bytes) -> Iterator[Row]:
-    for lineno, line in enumerate(data.split(b"\n"), 1):
+def _jsonl_rows(path: Path, lines: Iterable[bytes]) -> Iterator[Row]:
+    for lineno, line in enumerate(lines, 1):
+        line = line.rstrip(b"\n")
+        if lineno == 1:
+            line = line.removeprefix(UTF8_BOM)
         where = f"{path}:{lineno}"
         try:
             text = line.decode("utf-8")
@@ -237,12 +291,16 @@ def _element_end(text: str, pos: int) -> int:
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
+    """Rows of a Parquet file, one record batch in memory at a time."""
     try:
-        rows = pq.read_table(path).to_pylist()
+        batches = pq.ParquetFile(path).iter_batches()
+        i = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                i += 1
+                yield f"{path}:{i}", json.dumps(row, default=str), row
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise LoadError(f"cannot read Parquet {path}: {type(err).__name__}") from None
-    for i, row in enumerate(rows, 1):
-        yield f"{path}:{i}", json.dumps(row, default=str), row
 
 
 def _detect(path: str | Path, rows: list[Row]) -> str:
@@ -391,23 +449,29 @@ FORMATS: dict[str, RowFormat] = {  # detection tries these in order: most specif
 }
 
 
-def attach_gold(problems: list[Problem], gold_paths: Iterable[str | Path]) -> tuple[list[Problem], list[dict]]:
+def attach_gold(items: Iterable[Problem | dict], gold_paths: Iterable[str | Path]) -> Iterator[Problem | dict]:
     """Fill missing gold answers (ProcessBench rows have none) from GSM8K/MATH files, matching question text.
 
-    A problem still without a gold answer cannot be judged by rollouts, so it becomes a reject.
+    The gold files are read when this is called (a bad one raises ``LoadError`` at once); ``items`` (problems
+    and rejects, as ``iter_problems`` yields them) are mapped lazily. A problem still without a gold answer
+    cannot be judged by rollouts, so it becomes a reject.
     """
     known: dict[str, str] = {}
     for path in gold_paths:
         for p in load_problems(path)[0]:
             known.setdefault(_normalize(p.question), p.gold_answer)
-    kept, rejects = [], []
-    for p in problems:
-        gold = p.gold_answer or known.get(_normalize(p.question), "")
-        if not gold:
-            rejects.append(_reject(p.source, p.question[:MAX_REJECT_ROW_CHARS], "no gold answer for this question"))
-            continue
-        kept.append(p if gold == p.gold_answer else Problem(p.problem_id, p.question, gold, p.source, p.meta))
-    return kept, rejects
+
+    def attached() -> Iterator[Problem | dict]:
+        for p in items:
+            if not isinstance(p, Problem):
+                yield p
+                continue
+            gold = p.gold_answer or known.get(_normalize(p.question), "")
+            if not gold:
+                yield _reject(p.source, p.question[:MAX_REJECT_ROW_CHARS], "no gold answer for this question")
+            else:
+                yield p if gold == p.gold_answer else Problem(p.problem_id, p.question, gold, p.source, p.meta)
+    return attached()
 
 
 def _normalize(question: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -31,16 +32,18 @@ def _run_with_fault(pool: EnginePool, fault, victim: int, n_problems: int = 16) 
     """Run ``n_problems`` programs; ``fault()`` fires once mid-run, on a call in flight to actor ``victim``."""
     ps = prompts(n_problems, seed=11)
     finished: Counter = Counter()
+    results: dict = {}
 
-    def on_done(key, _):
+    def on_done(key, value):
         finished[key] += 1
+        results[key] = value
 
     fired = arm_fault(pool, fault, after_completed=8, actor=victim)
     outcome = run_programs_async(programs(ps, depth=4), pool, on_done=on_done, max_active=8)
     assert fired and not outcome.failed
     want = run_programs(dict(programs(ps, depth=4)), SimEngine().generate)
-    assert outcome.results == want
-    return outcome.results, finished
+    assert results == want
+    return results, finished
 
 
 def test_killed_actor_is_restarted_and_every_result_arrives_once(ray_cluster):
@@ -71,26 +74,24 @@ def test_removing_a_worker_node_mid_run_completes_the_run(ray_cluster):
 
 # ---- the whole pipeline under faults: the stored dataset equals an undisturbed run's ----------------------
 
-def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePool:
-    """Run the same sim config twice through ``pipelines.run.execute``: undisturbed, then with ``fault(pool,
-    actor, node)`` fired once the engines have answered 10 requests, on a call in flight to ``actor`` (one
-    hosted on the worker ``node``); check every table against the undisturbed run."""
+def _committed(root, run_id: str) -> int:
+    from storage.shards import committed_shards
+
+    return len(committed_shards(root, run_id))
+
+
+def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault):
+    """Run the same sim config twice through ``pipelines.run.execute``: undisturbed, then with ``fault(pool)``
+    called once the engines have answered some requests; check every table against the undisturbed run and
+    return the faulted run's summary."""
+    import threading
+
     from pipelines.config import load_config
     from pipelines.run import execute
     from storage.catalog import Catalog
 
     _restore_workers(ray_cluster)
-    armed: list[list[bool]] = []
-
-    def arm(pool: EnginePool) -> None:
-        if len(pools) == 2:  # the second run's pool: the one to fault
-            workers = {n.node_id: n for n in ray_cluster.worker_nodes}
-            stats = ray.get([a.stats.remote() for a in pool.actors])
-            victim = next(i for i, s in enumerate(stats) if s["node_id"] in workers)
-            node = workers[stats[victim]["node_id"]]
-            armed.append(arm_fault(pool, lambda: fault(pool, victim, node), after_completed=10, actor=victim))
-
-    pools = capture_pools(monkeypatch, on_launch=arm)
+    pools = capture_pools(monkeypatch)
     root = tmp_path / "data"
     cfg = load_config(None, {"storage.root": str(root), "engine.backend": "sim", "engine.replicas": 2,
                              "engine.num_cpus": 0.5,
@@ -99,8 +100,18 @@ def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePoo
                              "labeling.strategy": "binary", "mining.kinds": ["shortest"],
                              "mining.datasets": False, "ray.max_retries": 5})
     execute(cfg, run_id="undisturbed", progress=False, report=False)
-    execute(cfg, run_id="faulted", progress=False, report=False)
-    assert len(pools) == 2 and armed == [[True]]  # the fault fired, mid-run
+    errors: list[BaseException] = []
+    summaries: list = []
+    runner = threading.Thread(target=lambda: _capture_errors(errors, summaries, execute, cfg, run_id="faulted",
+                                                             progress=False, report=False))
+    runner.start()
+    while len(pools) < 2 or _answered(pools[-1]) < 10:  # mid-run: requests in flight
+        assert runner.is_alive(), errors
+        time.sleep(0.05)
+    assert _committed(root, "faulted") == 0
+    fault(pools[-1])
+    runner.join(timeout=300)
+    assert not errors and not runner.is_alive()
     tables = ("problems", "solutions", "nodes", "rollouts", "step_labels", "traces", "rejects")
     with Catalog(root) as cat:
         def count(t: str, run: str) -> int:
@@ -112,16 +123,36 @@ def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault) -> EnginePoo
         dup = cat.sql("SELECT count(*) AS c FROM (SELECT request_key, rollout_index FROM rollouts "
                       "GROUP BY 1, 2 HAVING count(*) > 1)", run_id="faulted")
         assert dup.column("c")[0].as_py() == 0
-    return pools[-1]
+    return summaries[0]
+
+
+def _answered(pool: EnginePool) -> int:
+    """Requests the engines answered (the search workers route them; the driver's pool owns the actors)."""
+    return sum(s["requests"] for s in pool.actor_stats() if s)
+
+
+def _capture_errors(errors: list[BaseException], results: list, fn, *args, **kwargs) -> None:
+    try:
+        results.append(fn(*args, **kwargs))
+    except BaseException as err:  # surfaced by the test thread
+        errors.append(err)
 
 
 def test_pipeline_with_a_killed_engine_actor_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):
-    pool = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch,
-                                lambda p, victim, _: ray.kill(p.actors[victim], no_restart=False))
-    assert pool.stats()["retried"] > 0
+    summary = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch,
+                                   lambda p: ray.kill(p.actors[0], no_restart=False))
+    assert summary.meter.retried > 0  # the kill hit calls in flight
 
 
 def test_pipeline_with_a_removed_worker_node_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):
-    pool = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch,
-                                lambda _, __, node: ray_cluster.remove_node(node))
-    assert pool.stats()["retried"] > 0
+    _restore_workers(ray_cluster)  # capacity for the actor that loses its node
+
+    def remove_an_engine_node(pool: EnginePool) -> None:
+        workers = {n.node_id: n for n in ray_cluster.worker_nodes}
+        hosts = [s["node_id"] for s in pool.actor_stats() if s]
+        ray_cluster.remove_node(next(workers[h] for h in hosts if h in workers))
+
+    summary = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, remove_an_engine_node)
+    # the removal hit work in flight: engine calls were retried, or (the node also hosted a search worker,
+    # whose pool counters died with it) that worker's shards were given out again
+    assert summary.meter.retried > 0 or summary.redone_shards > 0

@@ -79,15 +79,8 @@ def test_the_demand_is_what_the_actor_is_started_with():
 
 # -- the placement probe (joined clusters): a timeout, and nothing left reserved ---------------------------
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never join another Ray on this machine
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_the_probe_fails_after_the_timeout_on_what_no_node_offers_and_frees_what_it_reserved(local_ray):
+def test_the_probe_fails_after_the_timeout_on_what_no_node_offers_and_frees_what_it_reserved(ray_cluster):
     free = ray.available_resources()["CPU"]
     with pytest.raises(Unschedulable, match=r"1 of 2 placements \(engine actor: GPU 1 each\) not placed "
                                             r"within 2 s \(ray.placement_timeout_s\)"):
@@ -103,7 +96,7 @@ def test_the_probe_fails_after_the_timeout_on_what_no_node_offers_and_frees_what
 
 
 @pytest.mark.slow
-def test_a_certain_cluster_refuses_before_reserving_anything(local_ray):
+def test_a_certain_cluster_refuses_before_reserving_anything(ray_cluster):
     with pytest.raises(Unschedulable, match="needs CPU 3 each"):
         require_placeable([engines(1, num_cpus=3)], timeout_s=600, certain=True)
 

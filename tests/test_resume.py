@@ -1,8 +1,8 @@
 """Exactly-once output under a driver crash: SIGKILL ``tracemill run`` mid-run, ``--resume`` it, and compare
 every table with an undisturbed run of the same config (the sim engine is deterministic per request).
 
-The crash is injected at a fixed point (the driver kills its own process group right after its second shard
-commit), not by a test racing a kill against the run finishing."""
+The crash is injected at a fixed point (the run's one search worker kills the driver's process group right
+after its second shard commit), not by a test racing a kill against the run finishing."""
 
 from __future__ import annotations
 
@@ -38,23 +38,26 @@ root = "{root}"
 shard_size = 4
 [ray]
 num_cpus = 2
+search_workers = 1
 """
-CRASH_AFTER_COMMITS = 2  # problem shards the crashing driver commits before it is killed (of 6)
+CRASH_AFTER_COMMITS = 2  # problem shards the crashing run commits before it is killed (of 6)
+# the search worker commits the shards, so the crash is a worker subclass: defined in __main__, Ray ships it to
+# the worker process by value; one worker (the config's), so no other commit can land in between
 CRASHING_DRIVER = f"""
 import os, signal, sys
+from pipelines import search_worker
 from pipelines.cli import app
-from storage.shards import ShardWriter
 
-commit, commits = ShardWriter.commit, []
+DRIVER_GROUP = os.getpgrp()
 
-def commit_then_crash(self, *args, **kwargs):
-    done = commit(self, *args, **kwargs)
-    commits.append(done)
-    if len(commits) == {CRASH_AFTER_COMMITS}:
-        os.killpg(os.getpgrp(), signal.SIGKILL)  # the driver and the local Ray it started, mid-run
-    return done
+class CrashingWorker(search_worker.SearchWorker):
+    def _one_less(self, shard):
+        super()._one_less(shard)
+        self.commits = getattr(self, "commits", 0) + (shard.left == 0)
+        if self.commits == {CRASH_AFTER_COMMITS}:
+            os.killpg(DRIVER_GROUP, signal.SIGKILL)  # the driver and the local Ray it started, mid-run
 
-ShardWriter.commit = commit_then_crash
+search_worker.SearchWorker = CrashingWorker
 sys.argv[0] = "tracemill"
 app()
 """
