@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from cluster import arith
+from cluster import arith, sim_code
 from cluster.actors import ActorSpec
 from cluster.pool import EnginePool, PoolConfig, run_programs_async
 from pipelines.config import ConfigError, RunConfig
@@ -41,6 +41,8 @@ from search.loaders import LoadError, attach_gold, load_arith, load_problems
 from search.problems import Problem
 from search.program import Program
 from search.sampling import SamplingConfig, prompt_messages, sample_solutions
+from search.tool_loop import ToolPool
+from search.tools import ToolConfig
 from storage.catalog import Catalog
 from storage.rejects import reject_row
 from storage.runs import fail_run, finish_run, start_run
@@ -177,13 +179,14 @@ def sampling_config(cfg: RunConfig) -> SamplingConfig:
     return SamplingConfig(n_solutions=s.n_solutions, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                           top_p=s.top_p, delimiter=s.delimiter, seed=s.seed,
                           few_shot=few_shot_examples(s.few_shot, s.delimiter),
-                          system_prompt=s.system_prompt or None)
+                          system_prompt=s.system_prompt or None, tools=ToolConfig(**cfg.tools.model_dump()))
 
 
 def labeling_options(cfg: RunConfig) -> dict[str, Any]:
     """The strategy's options; rollouts sample like the solutions unless ``options.rollout`` says otherwise."""
     s = cfg.sampling
-    rollout = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
+    rollout = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
+               "tools": cfg.tools.model_dump()}
     options = dict(cfg.labeling.options)
     options["rollout"] = {**rollout, **options.get("rollout", {})}
     if "delimiter" in {f.name for f in fields(STRATEGIES[cfg.labeling.strategy].config)}:
@@ -214,7 +217,7 @@ def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strateg
         sampled = yield from sample_solutions(problem, prompt, scfg, judge)
     if ground_truth and problem.source == "arith":  # the sim engine's solutions: the exact first wrong step is known
         for sol in sampled.solutions:
-            sol.true_first_error = arith.first_error(problem.question, sol.text, scfg.delimiter)
+            sol.true_first_error = sim_code.first_error(problem.question, sol.text, scfg.delimiter)
     paths = [s.path for s in sampled.solutions]
     result = yield from STRATEGIES[strategy].label(sampled.tree, paths, problem, prompt, lcfg, judge)
     out = rows(sampled.tree, result, run_id, sampled.solutions)
@@ -296,6 +299,7 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
 
     started_ray = connect_ray(ray_address if ray_address is not None else cfg.ray.address, cfg.ray.num_cpus)
     pool = EnginePool.launch(spec, cfg.engine.replicas, PoolConfig(max_retries=cfg.ray.max_retries))
+    driver = ToolPool(pool, scfg.tools) if scfg.tools.python else pool  # code blocks run beside the engines
     try:
         messages = [prompt_messages(p, scfg) for _, shard in todo for p in shard]
         prompts = dict(zip([p.problem_id for _, shard in todo for p in shard], pool.apply_chat_template(messages), strict=True))
@@ -339,7 +343,7 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
                     writer.commit(name, buffers.pop(name))
 
             start = time.perf_counter()
-            run_programs_async(programs(), pool, on_done=finish_problem, on_failed=fail_problem,
+            run_programs_async(programs(), driver, on_done=finish_problem, on_failed=fail_problem,
                                max_active=max(64, 8 * cfg.engine.replicas))
             summary.search_wall_s += time.perf_counter() - start
         summary.meter.add(pool.stats())
@@ -348,6 +352,8 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
         summary.engine_busy_s += sum(summary.engine_busy_per_actor_s)
         summary.engine_call_s += sum(s.get("call_s", 0.0) for s in actor_stats)
     finally:
+        if isinstance(driver, ToolPool):
+            driver.close()
         pool.shutdown()
         if started_ray:  # a Ray this run started ends with it; a joined cluster stays up
             ray.shutdown()
