@@ -86,6 +86,7 @@ class RunSummary:
     correct_solutions: int = 0
     steps_labeled: int = 0
     rollouts: int = 0
+    tool_calls: int = 0  # sandbox calls of code steps (tools.python)
     wall_s: float = 0.0
     replicas: int = 1
     mined: dict[str, int] = field(default_factory=dict)  # rows per mined table (traces by kind, datasets)
@@ -347,6 +348,7 @@ def _execute(cfg: RunConfig, problems: list[Problem], load_rejects: list[dict], 
                                max_active=max(64, 8 * cfg.engine.replicas))
             summary.search_wall_s += time.perf_counter() - start
         summary.meter.add(pool.stats())
+        summary.tool_calls += driver.calls if isinstance(driver, ToolPool) else 0
         actor_stats = [s for s in pool.actor_stats() if s]
         summary.engine_busy_per_actor_s = [s.get("engine_s", 0.0) for s in actor_stats]
         summary.engine_busy_s += sum(summary.engine_busy_per_actor_s)

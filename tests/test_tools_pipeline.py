@@ -99,3 +99,23 @@ def test_validate_catches_a_tool_refuted_step_labeled_good(tool_run, tmp_path):
     result = validate_run(copy, "tools")
     failed = {c.name: c for c in result.failed}
     assert "tool_labels" in failed and "labeled good although" in failed["tool_labels"].example
+
+
+def test_a_run_stored_before_the_tool_columns_still_validates(tool_run, tmp_path):
+    import shutil
+
+    root, _ = tool_run
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    for path in (copy / "runs" / "tools" / "nodes").glob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(["code", "tool_output", "tool_verdict"]), path)
+    result = validate_run(copy, "tools")
+    assert result.ok, result.failed
+    assert "tool_labels" in {c.name for c in result.checks}
+
+
+def test_the_run_counts_its_sandbox_calls(tool_run):
+    root, summary = tool_run
+    stored = _sql(root, "SELECT count(*) AS c FROM nodes WHERE code IS NOT NULL")[0]["c"]
+    assert summary.tool_calls >= stored > 0  # rollouts' calls come on top of the stored steps'
