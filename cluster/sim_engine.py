@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
+from cluster import sim_code
 from cluster.arith import (
     OPS,
     ArithSpec,
@@ -68,6 +69,9 @@ class SimConfig:
     arith_error_rate: float = 0.05  # P(a step writes a wrong result for its own equation)
     logic_error_rate: float = 0.05  # P(a step uses a wrong operation or operand, computed correctly)
     recovery_rate: float = 0.2  # P(a step, once off track, lands back on the true value by a compensating slip)
+    code_rate: float = 0.0  # P(an operation step computes in a ```python block; see cluster/sim_code.py)
+    code_error_rate: float = 0.1  # of code steps: P(the code crashes)
+    misstate_rate: float = 0.1  # of code steps that ran: P(the step states another value than the output)
     skill_spread: float = 1.0  # per-problem rates are 1-(1-r)^f, f = exp(spread * U(-1, 1)); 0 = same for all
     seed: int = 0  # mixed into every sample: engines with different seeds are different policies
     force_error_at: int = -1  # step index that always gets an arithmetic error (planting errors in tests)
@@ -78,7 +82,8 @@ class SimConfig:
     engine_id: str = "sim"
 
     def __post_init__(self) -> None:
-        for name in ("arith_error_rate", "logic_error_rate", "recovery_rate"):
+        for name in ("arith_error_rate", "logic_error_rate", "recovery_rate", "code_rate", "code_error_rate",
+                     "misstate_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.skill_spread < 0 or self.latency_s < 0 or self.latency_per_request_s < 0:
@@ -196,7 +201,13 @@ class SimEngine:
         for j in range(resume.step, last + 1):
             step, new_value = self._write(problem, j, value, random.Random((seed << 32) ^ h))
             piece = step + (delim if j < last else "")
-            if partial:  # the prefix ends inside step j
+            if partial and j < last and sim_code.awaits_statement(partial):  # its code ran: state the output
+                rng = random.Random((seed << 32) ^ zlib.crc32(partial.encode(), h))
+                said, new_value = sim_code.state(
+                    partial, problem.chain[j + 1], value != problem.chain[j],
+                    (self.config.recovery_rate, self.config.misstate_rate, problem.arith_rate), rng)
+                piece, step, partial = said + delim, partial + said, ""
+            elif partial:  # the prefix ends inside step j
                 if piece.startswith(partial):
                     piece = piece[len(partial):]
                 else:
@@ -217,6 +228,8 @@ class SimEngine:
         if j == len(spec.steps):
             return format_answer(value), value
         op, b = spec.steps[j].op, spec.steps[j].operand
+        if cfg.code_rate and rng.random() < cfg.code_rate:
+            return self._write_code(problem, j, value, rng)
         if value != problem.chain[j] and rng.random() < cfg.recovery_rate:
             result = problem.chain[j + 1]  # a compensating slip: wrong arithmetic landing on the true value
         else:
@@ -233,6 +246,29 @@ class SimEngine:
         if opener:
             clause = opener + clause[0].lower() + clause[1:]
         return format_step(clause, value, op, b, result, rng.choice(STEP_LINKS)), result
+
+
+    def _write_code(self, problem: _Problem, j: int, value: int, rng: random.Random) -> tuple[str, int]:
+        """A code step as written in one go (no driver ran it: the statement is mental arithmetic).
+
+        A tool-running driver stops it at the closing fence; ``_chunks`` then states the printed value.
+        """
+        spec, cfg = problem.spec, self.config
+        assert spec is not None
+        op, b = spec.steps[j].op, spec.steps[j].operand
+        if rng.random() < problem.logic_rate:
+            if rng.random() < WRONG_OP_SHARE:
+                op = WRONG_OP[op]
+            else:
+                b = max(1, b + rng.choice(OPERAND_SLIPS))
+        crash = rng.random() < cfg.code_error_rate
+        result = OPS[op](value, b)
+        clause = spec.step_clause(j, value)
+        opener = rng.choice(STEP_OPENERS)
+        if opener:
+            clause = opener + clause[0].lower() + clause[1:]
+        return f"{clause}:\n" + sim_code.code_block(value, op, b, crash) + sim_code.statement(value, op, b, result), \
+            result
 
 
 def _n_words(text: str) -> int:

@@ -85,6 +85,18 @@ class SamplingSection(_Section):
     system_prompt: str = ""
 
 
+class ToolsSection(_Section):
+    """The python tool (``search/tools.py``): code blocks run in ``verifier.sandbox`` and generation continues."""
+
+    python: bool = False  # run ```python blocks of solutions and rollouts, append their output, continue
+    timeout_s: float = Field(5.0, gt=0)  # wall clock per call
+    cpu_s: float = Field(2.0, gt=0)  # CPU seconds per call
+    memory_mb: int = Field(512, ge=16)  # address space per call
+    max_calls: int = Field(8, ge=1)  # calls per solution or rollout
+    max_output_chars: int = Field(1000, ge=1)  # observation text kept per call
+    workers: int = Field(2, ge=1)  # sandbox calls run at once
+
+
 class LabelingConfig(_Section):
     strategy: Literal["linear", "binary", "adaptive", "mcts"] = "linear"
     options: dict[str, Any] = Field(default_factory=dict)  # the strategy's own config (e.g. k = 4)
@@ -117,6 +129,7 @@ class RunConfig(_Section):
     problems: ProblemsConfig = ProblemsConfig()
     engine: EngineConfig = EngineConfig()
     sampling: SamplingSection = SamplingSection()
+    tools: ToolsSection = ToolsSection()
     labeling: LabelingConfig = LabelingConfig()
     mining: MiningConfig = MiningConfig()
     storage: StorageConfig = StorageConfig()

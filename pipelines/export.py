@@ -69,7 +69,8 @@ class BuildOptions:
         sampling, mining = cfg.get("sampling", {}), cfg.get("mining", {})
         prm = PrmConfig(after_error=after_error or mining.get("prm_after_error", "cut"),
                         delimiter=sampling.get("delimiter", PrmConfig.delimiter))
-        return cls(prm, SftConfig(system=sampling.get("system_prompt", "")))
+        return cls(prm, SftConfig(system=sampling.get("system_prompt", ""),
+                                  tools=bool(cfg.get("tools", {}).get("python", False))))
 
 
 def build_datasets(root: Path = DEFAULT_ROOT, run_id: str = "", options: BuildOptions | None = None,

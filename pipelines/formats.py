@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from cluster.engine import request_key
+from search.tools import tool_turns
 from search.traces import Labels, Solution
 from search.tree import DEFAULT_DELIMITER
 from storage.schemas import FILTERED, PRM_DATASET, SFT_DATASET
@@ -42,10 +43,15 @@ class SftConfig:
     user_template: str = "{question}"  # the user turn; fields: question
     system: str = ""  # optional system message, left out when empty
     strip_trailing: bool = True  # drop the trailing step delimiter of the last step
+    tools: bool = False  # the run ran code (tools.python): completions become assistant/tool turns
 
     def __post_init__(self) -> None:
         if "{question}" not in self.user_template:
             raise ValueError("user_template must contain {question}")
+
+    def completion_messages(self, text: str) -> list[dict]:
+        """The assistant's turns: one message, or with tools the code/``tool`` output turns of ``tool_turns``."""
+        return tool_turns(text) if self.tools else [{"role": "assistant", "content": text}]
 
     def prompt_messages(self, question: str) -> list[dict]:
         system = [{"role": "system", "content": self.system}] if self.system else []
@@ -158,7 +164,12 @@ def to_math_shepherd(table: pa.Table, tag: str = " ки", good: str = "+", bad: 
 
 
 def sft_table(traces: pa.Table, questions: dict[str, str], cfg: SftConfig, run_id: str) -> pa.Table:
-    """``sft_dataset`` rows, one per trace: plain and conversational forms, and the wrong steps' spans."""
+    """``sft_dataset`` rows, one per trace: plain and conversational forms, and the wrong steps' spans.
+
+    With ``cfg.tools`` the conversational forms keep each code call as its own turns: the assistant message
+    ends with the ```python block and a ``{"role": "tool"}`` message holds its output (``search.tools``);
+    ``completion`` stays the plain text with the output blocks inline, which the spans index.
+    """
     rows = []
     columns = ["trace_id", "problem_id", "kind", "text", "wrong_char_starts", "wrong_char_ends"]
     for t in traces.select(columns).to_pylist():
@@ -166,11 +177,11 @@ def sft_table(traces: pa.Table, questions: dict[str, str], cfg: SftConfig, run_i
             continue
         prompt = cfg.prompt_messages(questions[t["problem_id"]])
         completion = t["text"].rstrip() if cfg.strip_trailing else t["text"]
-        answer = {"role": "assistant", "content": completion}
+        answer = cfg.completion_messages(completion)
         rows.append({
             "run_id": run_id, "example_id": request_key("sft", t["trace_id"]), "problem_id": t["problem_id"],
             "trace_id": t["trace_id"], "kind": t["kind"], "prompt": prompt[-1]["content"], "completion": completion,
-            "messages": [*prompt, answer], "prompt_messages": prompt, "completion_messages": [answer],
+            "messages": [*prompt, *answer], "prompt_messages": prompt, "completion_messages": answer,
             "wrong_char_starts": t["wrong_char_starts"] or [],
             "wrong_char_ends": [min(e, len(completion)) for e in t["wrong_char_ends"] or []],
         })
@@ -196,11 +207,16 @@ def _sft_recovery(r: dict) -> dict:
 
     The prompt ends in an assistant message (TRL continues it instead of opening a new turn), so the wrong
     steps are read but never trained on: the model learns to notice and recover, not to make the error.
-    Traces without a wrong step are the same as ``conversational``.
+    Traces without a wrong step are the same as ``conversational``. With tool turns (more than one
+    completion message) both sides are cut into turns the same way (a cut never falls inside a call: it
+    ends a step, and a step keeps its code and output together).
     """
     if not r["wrong_char_ends"]:
         return _sft_conversational(r)
     cut = max(r["wrong_char_ends"])
+    if len(r["completion_messages"]) > 1:
+        text = r["completion"]
+        return {"prompt": [*r["prompt_messages"], *tool_turns(text[:cut])], "completion": tool_turns(text[cut:])}
     text = r["completion_messages"][0]["content"]
     return {"prompt": [*r["prompt_messages"], {"role": "assistant", "content": text[:cut]}],
             "completion": [{"role": "assistant", "content": text[cut:]}]}

@@ -50,6 +50,7 @@ from search.labeling import STRATEGIES, make_config
 from search.loaders import LoadError, attach_gold, iter_arith, iter_problems
 from search.problems import Problem
 from search.sampling import SamplingConfig
+from search.tools import ToolConfig
 from storage.catalog import Catalog
 from storage.layout import check_name, is_disk_full
 from storage.runs import fail_run, finish_run, read_run, start_run
@@ -97,6 +98,7 @@ class RunSummary:
     correct_solutions: int = 0
     steps_labeled: int = 0
     rollouts: int = 0
+    tool_calls: int = 0  # sandbox calls of code steps (tools.python)
     wall_s: float = 0.0
     replicas: int = 1
     mined: dict[str, int] = field(default_factory=dict)  # rows per mined table (traces by kind, datasets)
@@ -232,13 +234,14 @@ def sampling_config(cfg: RunConfig) -> SamplingConfig:
     return SamplingConfig(n_solutions=s.n_solutions, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                           top_p=s.top_p, delimiter=s.delimiter, seed=s.seed,
                           few_shot=few_shot_examples(s.few_shot, s.delimiter),
-                          system_prompt=s.system_prompt or None)
+                          system_prompt=s.system_prompt or None, tools=ToolConfig(**cfg.tools.model_dump()))
 
 
 def labeling_options(cfg: RunConfig) -> dict[str, Any]:
     """The strategy's options; rollouts sample like the solutions unless ``options.rollout`` says otherwise."""
     s = cfg.sampling
-    rollout = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
+    rollout = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
+               "tools": cfg.tools.model_dump()}
     options = dict(cfg.labeling.options)
     options["rollout"] = {**rollout, **options.get("rollout", {})}
     if "delimiter" in {f.name for f in fields(STRATEGIES[cfg.labeling.strategy].config)}:
@@ -404,7 +407,9 @@ def _execute(cfg: RunConfig, items: Iterator[Problem | dict], scfg: SamplingConf
             summary.search_wall_s += time.perf_counter() - start
         for worker in workers:
             try:
-                summary.meter.add(ray.get(worker.stats.remote(), timeout=10))
+                stats = ray.get(worker.stats.remote(), timeout=10)
+                summary.meter.add(stats)
+                summary.tool_calls += stats["tool_calls"]
                 ray.get(worker.close.remote(), timeout=10)
             except (RayActorError, GetTimeoutError):  # a worker restarted at the end: its counters are lost
                 continue

@@ -31,13 +31,14 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
-from cluster import arith
+from cluster import sim_code
 from cluster.pool import EnginePool, PoolConfig, ProgramDriver
 from search.given import given_solutions, has_given_solution
 from search.labeling import STRATEGIES, rows
 from search.problems import Problem
 from search.program import Program
 from search.sampling import SamplingConfig, prompt_messages, sample_solutions
+from search.tool_loop import ToolPool
 from storage.rejects import reject_row
 from storage.shards import ShardWriter
 from verifier.answers import judge
@@ -91,7 +92,7 @@ def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strateg
         sampled = yield from sample_solutions(problem, prompt, scfg, judge)
     if ground_truth and problem.source == "arith":  # the sim engine's solutions: the exact first wrong step is known
         for sol in sampled.solutions:
-            sol.true_first_error = arith.first_error(problem.question, sol.text, scfg.delimiter)
+            sol.true_first_error = sim_code.first_error(problem.question, sol.text, scfg.delimiter)
     paths = [s.path for s in sampled.solutions]
     result = yield from STRATEGIES[strategy].label(sampled.tree, paths, problem, prompt, lcfg, judge)
     out = rows(sampled.tree, result, run_id, sampled.solutions)
@@ -111,7 +112,9 @@ class SearchWorker:
         self._job = job
         self._pool = EnginePool(engines, job.pool)
         self._writer = ShardWriter(job.root, job.run_id)
-        self._driver = ProgramDriver(self._pool, self._finished, self._failed)
+        # code blocks of tool steps run in this worker's sandbox threads, beside its engine calls
+        self._tools = ToolPool(self._pool, job.sampling.tools) if job.sampling.tools.python else None
+        self._driver = ProgramDriver(self._tools or self._pool, self._finished, self._failed)
         self._inbox: queue.Queue[tuple[str, list[Problem]]] = queue.Queue()
         self._outbox: queue.Queue[ShardDone] = queue.Queue()
         self._ready: deque[tuple[str, Any]] = deque()  # programs of accepted shards not started yet
@@ -141,10 +144,14 @@ class SearchWorker:
     def close(self) -> None:
         """Remove this worker's staging folder (the driver calls it once every shard is reported)."""
         self._writer.close()
+        if self._tools is not None:
+            self._tools.close()
 
     def stats(self) -> dict[str, Any]:
-        """This worker's pool counters (requests, tokens, retries) since its process started, and its node."""
-        return {"node_id": ray.get_runtime_context().get_node_id(), **self._pool.stats()}
+        """This worker's pool counters (requests, tokens, retries) and sandbox calls since its process started,
+        and its node."""
+        return {"node_id": ray.get_runtime_context().get_node_id(), **self._pool.stats(),
+                "tool_calls": self._tools.calls if self._tools is not None else 0}
 
     # -- the search thread --------------------------------------------------------------------------
 

@@ -13,7 +13,10 @@ evidence does not say. Each check counts its violations and shows one example ro
 - ``prm_negatives``: every solution with a labeled first error has a PRM row with that negative, or a
   ``filtered`` row saying why not;
 - ``unique_ids``: no duplicate ids in nodes, rollouts, step labels, traces and either dataset;
-- ``sft_answers``: every SFT example's trace reaches the gold answer (checked again by the answer judge).
+- ``sft_answers``: every SFT example's trace reaches the gold answer (checked again by the answer judge);
+- ``tool_labels``: every step whose stored code call failed or disagrees with its stated result
+  (``search.tools.tool_error``, judged again from the stored columns) is labeled bad, a ``tool`` label is on
+  such a step, and a step with code has its output and verdict (runs written before these columns pass).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from search.tools import tool_error
+from search.tree import ToolCall
 from storage.catalog import Catalog
 from storage.manifest import committed_shards
 from storage.runs import require_run
@@ -144,6 +149,31 @@ JOIN (SELECT DISTINCT problem_id, gold_answer FROM problems) p ON p.problem_id =
 """
 
 
+_TOOLS = """
+SELECT n.node_id, n.text, n.code, n.tool_output, n.tool_verdict, l.strategy, l.hard, l.label_source
+FROM nodes n LEFT JOIN step_labels l USING (node_id)
+WHERE n.code IS NOT NULL OR l.label_source = 'tool' ORDER BY n.node_id, l.strategy
+"""
+
+
+def _tool_labels(cat: Catalog, run_id: str) -> Check:
+    if "code" not in cat.sql("SELECT * FROM nodes LIMIT 0", run_id=run_id).column_names:
+        return Check("tool_labels", 0)  # a run stored before nodes had tool columns
+    wrong = []
+    for r in cat.sql(_TOOLS, run_id=run_id).to_pylist():
+        where = f"node {r['node_id']} ({r['strategy']}, {r['label_source']})"
+        if r["code"] is not None and (r["tool_output"] is None or r["tool_verdict"] is None):
+            wrong.append(f"node {r['node_id']}: code without its output or verdict")
+            continue
+        call = ToolCall(r["code"], r["tool_output"], r["tool_verdict"]) if r["code"] is not None else None
+        why = tool_error(r["text"], call)
+        if why is not None and r["hard"]:
+            wrong.append(f"{where}: labeled good although {why}")
+        elif why is None and r["label_source"] == "tool":
+            wrong.append(f"{where}: a tool label, but its call ran and agrees with the step")
+    return Check("tool_labels", len(wrong), wrong[0] if wrong else "")
+
+
 def _sql_check(cat: Catalog, run_id: str, name: str, query: str) -> Check:
     rows = cat.sql(query, run_id=run_id).column("what").to_pylist()
     return Check(name, len(rows), rows[0] if rows else "")
@@ -169,5 +199,6 @@ def validate_run(root: Path, run_id: str, correct: Callable[[str, str], bool] | 
             if name != "prm_negatives" or built:
                 out.checks.append(_sql_check(cat, run_id, name, query))
         out.checks.append(_sft_answers(cat, run_id, correct))
+        out.checks.append(_tool_labels(cat, run_id))
         out.counts = {k: int(v) for k, v in cat.sql(_COUNTS, run_id=run_id).to_pylist()[0].items()}
     return out

@@ -7,12 +7,14 @@ continue from the node's existing rollouts and the key of rollout ``i`` is ``req
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cluster.engine import GenRequest, request_key, seed_for
 from search.problems import Problem
 from search.program import Program
 from search.sampling import JudgeFn
+from search.tool_loop import ToolSample, gather, generate_with_tools
+from search.tools import ToolConfig
 from search.tree import Node, Rollout
 
 
@@ -22,6 +24,7 @@ class RolloutConfig:
     temperature: float = 0.8
     top_p: float = 1.0
     seed: int = 0  # base seed of rollout keys and sampling seeds
+    tools: ToolConfig = field(default_factory=ToolConfig)  # tools.python: rollouts run their code blocks too
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -41,7 +44,8 @@ def rollout_batch(pairs: list[tuple[Node, int]], problem: Problem, prompt: str, 
     """Take ``k`` more rollouts at each node in ONE batch; append them to the nodes and return the new ones.
 
     Pairs naming the same node are merged (their ``k`` summed) so two callers never draw the same rollout
-    index. Each continuation is judged on the full text (prefix + continuation) against the gold answer.
+    index. Each continuation is judged on the full text (prefix + continuation) against the gold answer. With
+    ``cfg.tools.python`` a rollout runs its code blocks as the solutions did; its text keeps their outputs.
     """
     merged: dict[str, tuple[Node, int]] = {}
     for node, k in pairs:
@@ -56,10 +60,14 @@ def rollout_batch(pairs: list[tuple[Node, int]], problem: Problem, prompt: str, 
         requests.append(GenRequest(request_key=key, prompt=prompt, prefix=node.prefix, n=k,
                                    max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=seed_for(key, cfg.seed), group=problem.problem_id))
-    results = yield requests
+    if cfg.tools.python:
+        per_request = yield from gather([generate_with_tools(req, cfg.tools) for req in requests])
+    else:
+        results = yield requests
+        per_request = [[ToolSample(s.text, s.token_ids, s.finish_reason) for s in r.samples] for r in results]
     new: list[Rollout] = []
-    for (node, _), result in zip(todo, results, strict=True):
-        for sample in result.samples:
+    for (node, _), samples in zip(todo, per_request, strict=True):
+        for sample in samples:
             index = node.n
             verdict = judge(node.prefix + sample.text, problem.gold_answer)
             rollout = Rollout(request_key(node.node_id, index, cfg.seed), node.node_id, index, sample.text,

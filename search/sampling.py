@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from cluster.engine import GenRequest, GenResult, request_key, seed_for
 from search.problems import Problem
 from search.program import Program
+from search.tool_loop import ToolSample, generate_with_tools
+from search.tools import ToolConfig, assign_calls, split_tool_steps
 from search.tree import DEFAULT_DELIMITER, Node, Tree, split_steps
 
 TemplateFn = Callable[[list[dict[str, str]]], str]
@@ -56,6 +58,7 @@ class SamplingConfig:
     seed: int = 0  # base seed; per-request seeds derive from the request key
     few_shot: tuple[tuple[str, str], ...] = ()  # (question, solution) turns put before the question
     system_prompt: str | None = None
+    tools: ToolConfig = field(default_factory=ToolConfig)  # tools.python: run code blocks, continue after output
 
     def __post_init__(self) -> None:
         if self.n_solutions < 1 or self.max_new_tokens < 1:
@@ -95,7 +98,7 @@ class Solution:
 class SampledSolutions:
     tree: Tree
     solutions: list[Solution] = field(default_factory=list)
-    result: GenResult | None = None  # the raw engine result (token counts for cost accounting)
+    result: GenResult | None = None  # the raw engine result (None when tool rounds made several)
 
 
 def build_prompt(template_fn: TemplateFn, problem: Problem, cfg: SamplingConfig) -> str:
@@ -136,20 +139,29 @@ def sample_solutions(problem: Problem, prompt: str, cfg: SamplingConfig,
     """Ask for ``n_solutions`` solutions in one request, split them into steps and insert them into a tree.
 
     A leaf is marked terminal (with answer and outcome) only when the sample ended on its own: a sample cut
-    off at ``max_new_tokens`` has no final answer, so its last step is an ordinary inner step.
+    off at ``max_new_tokens`` has no final answer, so its last step is an ordinary inner step. With
+    ``cfg.tools.python`` each sample runs its code blocks as it goes (``search/tool_loop.py``) and every step
+    that made a call keeps it (``Node.tool``).
     """
     key = request_key(problem.problem_id, "solutions", cfg.seed)
     req = GenRequest(request_key=key, prompt=prompt, prefix="", n=cfg.n_solutions,
                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                      seed=seed_for(key, cfg.seed), group=problem.problem_id)
-    (result,) = yield [req]
+    if cfg.tools.python:
+        result = None
+        samples = yield from generate_with_tools(req, cfg.tools)
+    else:
+        (result,) = yield [req]
+        samples = [ToolSample(s.text, s.token_ids, s.finish_reason) for s in result.samples]
     tree = Tree(problem.problem_id)
     out = SampledSolutions(tree, result=result)
-    for index, sample in enumerate(result.samples):
-        steps = split_steps(sample.text, cfg.delimiter)
+    for index, sample in enumerate(samples):
+        steps = split_tool_steps(sample.text, cfg.delimiter) if cfg.tools.python else \
+            split_steps(sample.text, cfg.delimiter)
         if not steps:
             continue  # an empty sample has no steps to label
-        path = tree.add_path(steps, step_token_counts(steps, len(sample.token_ids)))
+        path = tree.add_path(steps, step_token_counts(steps, len(sample.token_ids)),
+                             tools=assign_calls(steps, sample.calls) if sample.calls else None)
         verdict = judge(sample.text, problem.gold_answer)
         if sample.finish_reason != "length":
             leaf = path[-1]

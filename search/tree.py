@@ -45,6 +45,16 @@ def split_steps(text: str, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
     return steps
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """One executed code block of a step (``search/tools.py``): the code, what its output block shows, and
+    the sandbox verdict (``verifier.sandbox.VERDICTS``: "ok", "error", "timeout", ...)."""
+
+    code: str
+    output: str
+    verdict: str
+
+
 @dataclass
 class Rollout:
     request_key: str
@@ -70,6 +80,7 @@ class Node:
     answer: str | None = None  # extracted answer (terminal nodes)
     outcome_correct: bool | None = None  # terminal nodes: answer matches gold
     origin: str = "sample"  # "sample" (a sampled solution), "rollout" (mcts), "given" (input solution)
+    tool: ToolCall | None = None  # the step's code call, where it made one
     children: list[str] = field(default_factory=list)
     rollouts: list[Rollout] = field(default_factory=list)
 
@@ -95,22 +106,25 @@ class Tree:
         self.root = Node(node_id("", problem_id), "", problem_id, 0, "", "", origin="root")
         self.nodes: dict[str, Node] = {self.root.node_id: self.root}
 
-    def add_child(self, parent: Node, text: str, n_tokens: int = 0, origin: str = "sample") -> Node:
+    def add_child(self, parent: Node, text: str, n_tokens: int = 0, origin: str = "sample",
+                  tool: ToolCall | None = None) -> Node:
         nid = node_id(parent.node_id, text)
         node = self.nodes.get(nid)
         if node is None:
             node = Node(nid, parent.node_id, self.problem_id, parent.depth + 1, text, parent.prefix + text,
-                        n_tokens=n_tokens, origin=origin)
+                        n_tokens=n_tokens, origin=origin, tool=tool)
             self.nodes[nid] = node
             parent.children.append(nid)
         return node
 
     def add_path(self, steps: list[str], step_tokens: list[int] | None = None,
-                 origin: str = "sample", parent: Node | None = None) -> list[Node]:
+                 origin: str = "sample", parent: Node | None = None,
+                 tools: list[ToolCall | None] | None = None) -> list[Node]:
         """Insert a solution's steps under ``parent`` (default root); returns the path's nodes."""
         node, path = parent or self.root, []
         for i, step in enumerate(steps):
-            node = self.add_child(node, step, step_tokens[i] if step_tokens else 0, origin)
+            node = self.add_child(node, step, step_tokens[i] if step_tokens else 0, origin,
+                                  tools[i] if tools else None)
             path.append(node)
         return path
 

@@ -60,6 +60,10 @@ NODES = pa.schema([
     ("n", pa.int32()),  # rollouts taken from this node
     ("n_correct", pa.int32()),
     ("value", pa.float64()),  # MC value n_correct / n; null if no rollouts
+    # the step's code call (runs with tools.python; null otherwise, and in runs written before these columns)
+    ("code", pa.string()),  # the ```python block's code
+    ("tool_output", pa.string()),  # what its output block shows (stdout; the error line for a failed call)
+    ("tool_verdict", pa.string()),  # the sandbox verdict: ok | error | timeout | cpu_limit | memory_limit | ...
 ])
 
 ROLLOUTS = pa.schema([
@@ -85,7 +89,7 @@ STEP_LABELS = pa.schema([
     ("value", pa.float64()),
     ("hard", pa.bool_()),  # Math-Shepherd HE: value > 0
     ("soft", pa.float64()),  # Math-Shepherd SE: the value itself
-    ("label_source", pa.string()),  # mc | mc-threshold | mc-drop | outcome | inferred | override | arith | consensus:...
+    ("label_source", pa.string()),  # mc | mc-threshold | mc-drop | outcome | inferred | override | arith | tool | consensus:...
 ])
 
 REJECTS = pa.schema([

@@ -18,6 +18,8 @@ it (columns: node_id, strategy, n, n_correct, value, hard, soft, label_source):
   (A soft rule's bad step that has successes, made good that way, is labeled by the hard rule: ``mc``.)
 - ``arith``: a checker (``checker = "arith"``) found a wrong arithmetic claim in the step; bad whatever
   its rollouts say. The rows of ``verifier.consensus`` use ``consensus:...``.
+- ``tool``: the step's own code call failed, or the result it states disagrees with the output
+  (``search.tools.tool_error``); bad whatever its rollouts say, and no rollouts are spent on it.
 
 ``soft`` is the MC value (the outcome value for terminals); None only for a non-terminal step without
 rollouts.
@@ -95,14 +97,14 @@ class Evidence:
     tree: Tree
     prober: Prober
     rules: LabelRules
-    flagged: set[str] = field(default_factory=set)  # steps a checker found wrong
+    flagged: dict[str, str] = field(default_factory=dict)  # steps found wrong without rollouts -> label source
     root_counts: tuple[int, int] = (0, 0)  # (correct, total) sampled solutions, counted into the root's value
     exhausted: set[str] = field(default_factory=set)  # budget ran out: judge on what was sampled
     _good: set[str] = field(default_factory=set)  # ancestors of a good step or of a trusted correct answer
 
     @classmethod
     def of(cls, tree: Tree, paths: list[list[Node]], prober: Prober, rules: LabelRules) -> Evidence:
-        """The evidence of a fresh labeling call: checker flags and the solutions' answers as root samples."""
+        """The evidence of a fresh labeling call: checker and tool flags, the solutions' answers as root samples."""
         return cls(tree, prober, rules, flag_steps(paths, rules.checker), answer_counts(paths))
 
     def root_value(self) -> float | None:
@@ -178,7 +180,7 @@ class Evidence:
             return None
         value = node.value
         if node.node_id in self.flagged:
-            source = "arith"
+            source = self.flagged[node.node_id]
         elif node.terminal:
             source, value = "outcome", 1.0 if node.outcome_correct else 0.0
         elif not node.n:

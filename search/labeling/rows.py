@@ -16,7 +16,9 @@ def rows(tree: Tree, result: LabelResult, run_id: str, solutions: list[Solution]
     nodes = [{"run_id": run_id, "node_id": n.node_id, "parent_id": n.parent_id, "problem_id": pid,
               "depth": n.depth, "text": n.text, "n_tokens": n.n_tokens, "terminal": n.terminal,
               "answer": n.answer, "outcome_correct": n.outcome_correct, "origin": n.origin, "n": n.n,
-              "n_correct": n.n_correct, "value": n.value} for n in tree.nodes.values()]
+              "n_correct": n.n_correct, "value": n.value, "code": n.tool.code if n.tool else None,
+              "tool_output": n.tool.output if n.tool else None, "tool_verdict": n.tool.verdict if n.tool else None}
+             for n in tree.nodes.values()]
     rollouts = [{"run_id": run_id, "request_key": r.request_key, "node_id": r.node_id, "problem_id": pid,
                  "rollout_index": r.index, "text": r.text, "n_tokens": r.n_tokens,
                  "finish_reason": r.finish_reason, "answer": r.answer, "correct": r.correct}
