@@ -30,6 +30,7 @@ from typing import Any
 import jinja2
 from matplotlib.figure import Figure
 
+from search.guided.base import majority_answer
 from storage.catalog import Catalog
 from storage.layout import RunPaths
 from storage.manifest import Manifest
@@ -126,8 +127,8 @@ def vote_curves(solutions: list[Row], draws: int = 200, seed: int = 0) -> dict[s
 
     For each problem with M >= N solutions, ``oracle`` (any of N correct) is exact:
     1 - C(M - c, N) / C(M, N). Majority vote is averaged over all N-subsets when there are at most ``draws``
-    of them, else over ``draws`` random ones; a tie between k answers scores the share of them that are
-    correct, and solutions without an answer do not vote. Problems with fewer than N solutions are left out
+    of them, else over ``draws`` random ones; a tie goes to the tied answer sampled first (``majority_answer``),
+    and solutions without an answer do not vote. Problems with fewer than N solutions are left out
     of that N's average.
     """
     by_problem: dict[str, list[Row]] = defaultdict(list)
@@ -150,19 +151,19 @@ def vote_curves(solutions: list[Row], draws: int = 200, seed: int = 0) -> dict[s
 
 
 def _majority(sols: list[Row], n: int, draws: int, rng: random.Random) -> float:
-    """Expected majority-vote correctness over N-subsets of one problem's solutions."""
+    """Expected majority-vote correctness over N-subsets of one problem's solutions.
+
+    Each subset votes with ``majority_answer`` in sample order, the rule guided search's majority vote
+    uses, so a tie goes to the tied answer sampled first here too.
+    """
     right = {s["answer"] for s in sols if s["correct"] and s["answer"] is not None}
     if math.comb(len(sols), n) <= draws:
-        subsets = list(itertools.combinations(sols, n))
+        subsets = [list(c) for c in itertools.combinations(range(len(sols)), n)]
     else:
-        subsets = [rng.sample(sols, n) for _ in range(draws)]
-    score = 0.0
+        subsets = [sorted(rng.sample(range(len(sols)), n)) for _ in range(draws)]
+    score = 0
     for subset in subsets:
-        votes = Counter(s["answer"] for s in subset if s["answer"] is not None)
-        if votes:
-            best = max(votes.values())
-            tied = [a for a, c in votes.items() if c == best]
-            score += sum(a in right for a in tied) / len(tied)
+        score += majority_answer([sols[i]["answer"] for i in subset]) in right
     return score / len(subsets)
 
 
