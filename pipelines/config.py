@@ -61,6 +61,7 @@ class SamplingSection(_Section):
     seed: int = 0
     few_shot: int = Field(1, ge=0)  # worked examples put before the question
     system_prompt: str = ""
+    style: Literal["step-by-step", "chain-of-draft"] = "step-by-step"  # prompt preset (search.sampling.PROMPT_STYLES)
 
 
 class LabelingConfig(_Section):
@@ -103,9 +104,10 @@ class RunConfig(_Section):
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
 
-def parse_config(data: dict[str, Any]) -> RunConfig:
+def parse_config(data: dict[str, Any], model: type[BaseModel] = RunConfig) -> Any:
+    """``data`` as a ``model`` (a run config by default; ``tracemill search`` passes its own)."""
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "<root>"
@@ -117,9 +119,10 @@ def parse_config(data: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"config error: {key}: {msg}{got_s}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                model: type[BaseModel] = RunConfig, default: Path = DEFAULT_CONFIG) -> Any:
     """Read a TOML recipe (default: configs/quickstart.toml) and apply dotted-key overrides."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    path = Path(path) if path else default
     if not path.is_file():
         raise ConfigError(f"config error: file not found: {path}")
     try:
@@ -134,4 +137,4 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             if not isinstance(node, dict):
                 raise ConfigError(f"config error: {dotted}: {part} is not a section")
         node[leaf] = value
-    return parse_config(data)
+    return parse_config(data, model)

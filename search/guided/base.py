@@ -203,6 +203,7 @@ def sample_full(problem: Problem, prompt: str, cfg: MajorityConfig) -> Program[t
     The key names the prompt but not the strategy, so majority vote and (weighted) best-of-N choose among
     the very same samples and differ only in how they choose, while two prompt styles never share samples.
     """
+    # everything the samples depend on is in the key: the pool hands one result to every equal key
     key = request_key(problem.problem_id, "solutions", prompt, cfg.n, cfg.max_new_tokens, cfg.temperature,
                       cfg.top_p, cfg.seed)
     (res,) = yield [GenRequest(key, prompt, "", cfg.n, cfg.max_new_tokens, (), cfg.temperature, cfg.top_p,
@@ -229,7 +230,9 @@ def _expand(problem: Problem, prompt: str, cfg: DvtsConfig, beams: list[tuple[Ca
     """Continue each beam by one step, ``count`` samples per beam; children inherit the parent's scores."""
     reqs = []
     for b, (beam, count) in enumerate(beams):
-        key = request_key(problem.problem_id, tag, prompt, depth, b, beam.text, cfg.seed)
+        # everything the samples depend on is in the key: the pool hands one result to every equal key
+        key = request_key(problem.problem_id, tag, prompt, depth, b, beam.text, count, cfg.step_max_new_tokens,
+                          cfg.delimiter, cfg.temperature, cfg.top_p, cfg.seed)
         reqs.append(GenRequest(key, prompt, beam.text, count, cfg.step_max_new_tokens, (cfg.delimiter,),
                                cfg.temperature, cfg.top_p, seed_for(key, cfg.seed), problem.problem_id))
     results = yield reqs
