@@ -176,3 +176,16 @@ def test_two_prompts_never_share_samples():
     for prompt in ("style a", "style b"):
         run_program(STRATEGIES["majority"].run(problem(), prompt, MajorityConfig(n=2), None, judge), engine.generate)
     assert len({r.request_key for r in engine.requests}) == 2
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (1, 0, 2, 3), (2, 1, 3, 0), (3, 2, 1, 0)])
+def test_report_and_guided_majority_break_a_tie_the_same_way(order):
+    from pipelines.report import vote_curves
+
+    texts = [solution_text(1), solution_text(1), solution_text(1, bad_at=0), solution_text(1, bad_at=0)]
+    texts = [texts[i] for i in order]  # a 2-2 tie between the gold "42" and "0", in four sample orders
+    result = run_program(STRATEGIES["majority"].run(problem(), "q", MajorityConfig(n=4), None, judge),
+                         FakeEngine(texts).generate)
+    rows = [{"problem_id": "p", "answer": judge(t, "42").answer, "correct": judge(t, "42").correct} for t in texts]
+    assert vote_curves(rows)["majority"][-1] == float(result.correct)
+    assert result.correct == (order[0] in (0, 1))  # the answer sampled first wins the tie
