@@ -27,7 +27,7 @@ class _Section(BaseModel):
 
 class ProblemsConfig(_Section):
     source: str = "arith"  # "arith" (built-in generator) or a path to a JSONL/JSON/Parquet file
-    format: Literal["auto", "gsm8k", "math", "processbench"] = "auto"  # file format; auto-detected by keys
+    format: Literal["auto", "gsm8k", "math", "processbench", "open"] = "auto"  # file format; auto-detected by keys
     n: int = Field(8, ge=0)  # arith: problems to generate; files: the first n usable rows (0 = all)
     gold_files: list[str] = []  # GSM8K/MATH files giving gold answers by question (ProcessBench input has none)
     seed: int = 0

@@ -148,3 +148,19 @@ def test_chain_of_draft_asks_for_short_drafts_and_shows_drafted_examples():
     assert all(len(step.split()) <= CHAIN_OF_DRAFT_WORDS for step in draft[1]["content"].split("\n\n"))
     with pytest.raises(ValueError, match="style"):
         SamplingConfig(style="terse")
+
+
+@pytest.mark.slow
+def test_smollm2_search_recipe_runs_both_styles_on_two_problems(tmp_path):
+    root = tmp_path / "data"
+    recipe = RECIPE.with_name("search_smollm2.toml")
+    cfg = load_search_config(recipe, {"storage.root": str(root), "problems.n": 2, "search.budgets": [1, 2],
+                                      "sampling.max_new_tokens": 64, "ray.num_cpus": 2})
+    summary = execute_search(cfg, run_id="smol")
+    picks = _sql(root, "SELECT style, strategy, budget, chosen_tokens, completion_tokens FROM search_picks", "smol")
+    assert len(picks) == summary.picks == 2 * 2 * 3 * 2 and summary.failed_picks == 0
+    assert all(p["completion_tokens"] > 0 for p in picks)
+    styles = style_comparison(_sql(root, "SELECT p.*, q.gold_answer FROM search_picks p "
+                                         "JOIN problems q USING (run_id, problem_id)", "smol"))
+    assert set(styles) == {"step-by-step", "chain-of-draft"}
+    assert "Guided search: prompt styles" in Path(summary.report).read_text(encoding="utf-8")
