@@ -479,6 +479,8 @@ SECTIONS: dict[str, tuple[str, PanelFn]] = {
     "traces": ("Mined traces", plot_traces),
     "throughput": ("Throughput", plot_throughput),
     "rejects": ("Rejects by reason", plot_rejects),
+}
+SEARCH_PANELS: dict[str, tuple[str, PanelFn]] = {  # shown for runs of `tracemill search` only
     "search": ("Guided search: accuracy against N", plot_search),
     "search-styles": ("Guided search: prompt styles on accuracy and tokens", plot_styles),
 }
@@ -576,7 +578,8 @@ def render_report(cat: Catalog, run_id: str, cfg: ReportConfig | None = None) ->
     template = env.from_string((ASSETS / "report.html.j2").read_text(encoding="utf-8"))
     return template.render(
         run_id=run_id, run=data.run, stats=data.stats, summary=summary,
-        sections=_render_panels(SECTIONS, data, cfg), dataset=dataset,
+        sections=_render_panels(SECTIONS, data, cfg)
+        + (_render_panels(SEARCH_PANELS, data, cfg) if data.search_picks else []), dataset=dataset,
         css=(ASSETS / "report.css").read_text(encoding="utf-8"), js=(ASSETS / "report.js").read_text(encoding="utf-8"),
         problems=[{"id": t["id"], "question": t["question"], "n_nodes": len(t["nodes"]) - 1,
                    "n_solutions": len(t["solutions"]), "n_correct": sum(bool(s["correct"]) for s in t["solutions"]),
