@@ -103,6 +103,22 @@ def test_resume_of_a_finished_search_writes_nothing(search_run):
     assert _sql(root, "SELECT count(*) AS c FROM search_picks") == before
 
 
+def test_mc_scorer_recipe_scores_steps_by_rollouts(tmp_path):
+    root = tmp_path / "data"
+    cfg = load_search_config(RECIPE, _overrides(root, **{
+        "problems.n": 2, "search.budgets": [2], "search.styles": ["step-by-step"],
+        "search.scorer": {"name": "mc", "options": {"k": 2}},
+        "search.strategies": {"best_of_n": {"aggregation": "min"}, "dvts": {"beam_width": 2}}}))
+    summary = execute_search(cfg, run_id="mc", report=False)
+    assert summary.picks == 4 and summary.failed_picks == 0
+    scores = _sql(root, "SELECT DISTINCT score FROM search_nodes WHERE score IS NOT NULL", "mc")
+    assert {r["score"] for r in scores} <= {0.0, 0.5, 1.0} and len(scores) >= 2  # shares of k = 2 rollouts
+    assert _sql(root, "SELECT DISTINCT scorer FROM search_picks", "mc") == [{"scorer": "mc"}]
+    # the pool generated the rollouts too: more tokens than the picks' own samples
+    own = _sql(root, "SELECT sum(completion_tokens) AS t FROM search_picks", "mc")[0]["t"]
+    assert summary.completion_tokens > own
+
+
 @pytest.mark.parametrize(("setting", "message"), [
     ("search.strategies.dvts.keep_frac=0.5", "search.strategies.dvts: DvtsConfig: unknown key(s) ['keep_frac']"),
     ("search.strategies.majority.aggregation='min'", "unknown key(s) ['aggregation']"),
