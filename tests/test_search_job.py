@@ -170,11 +170,13 @@ def test_chain_of_draft_asks_for_short_drafts_and_shows_drafted_examples():
 def test_smollm2_search_recipe_runs_both_styles_on_two_problems(tmp_path):
     root = tmp_path / "data"
     recipe = RECIPE.with_name("search_smollm2.toml")
-    cfg = load_search_config(recipe, {"storage.root": str(root), "problems.n": 2, "search.budgets": [1, 2],
-                                      "sampling.max_new_tokens": 64, "ray.num_cpus": 2})
+    cfg = load_search_config(recipe, {
+        "storage.root": str(root), "problems.n": 2, "search.budgets": [2], "sampling.max_new_tokens": 48,
+        "search.strategies.beam": {"beam_width": 2, "aggregation": "min", "step_max_new_tokens": 32, "max_steps": 3},
+        "ray.num_cpus": 2})
     summary = execute_search(cfg, run_id="smol")
     picks = _sql(root, "SELECT style, strategy, budget, chosen_tokens, completion_tokens FROM search_picks", "smol")
-    assert len(picks) == summary.picks == 2 * 2 * 3 * 2 and summary.failed_picks == 0
+    assert len(picks) == summary.picks == 2 * 2 * 3 and summary.failed_picks == 0
     assert all(p["completion_tokens"] > 0 for p in picks)
     styles = style_comparison(_sql(root, "SELECT p.*, q.gold_answer FROM search_picks p "
                                          "JOIN problems q USING (run_id, problem_id)", "smol"))
