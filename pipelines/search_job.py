@@ -104,6 +104,8 @@ def load_search_config(path: str | Path | None = None, overrides: dict[str, Any]
     cfg = load_config(path, overrides, model=SearchConfig, default=DEFAULT_SEARCH_CONFIG)
     if "n_solutions" in cfg.sampling.model_fields_set:
         raise ConfigError("config error: sampling.n_solutions: not read by search; N comes from search.budgets")
+    if "style" in cfg.sampling.model_fields_set and cfg.search.styles:
+        raise ConfigError("config error: sampling.style: not read when search.styles lists the styles compared")
     return cfg
 
 

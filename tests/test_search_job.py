@@ -125,6 +125,7 @@ def test_mc_scorer_recipe_scores_steps_by_rollouts(tmp_path):
     ("search.strategies.greedy={}", "search.strategies.greedy: unknown strategy"),
     ("search.strategies.beam.n=8", "N comes from search.budgets"),
     ("sampling.n_solutions=8", "sampling.n_solutions: not read by search"),
+    ("sampling.style='chain-of-draft'", "sampling.style: not read when search.styles"),
     ("search.budgets=[2,0]", "search.budgets"),
     ("search.styles=['terse']", "search.styles.0"),
     ("search.scorer={name='prm',options={path='no_such_dir'}}", "not a folder written by train-prm"),
