@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +26,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from cluster.sim_engine import SimConfig, SimEngine  # noqa: E402
-from search.guided import STRATEGIES, GuidedConfig, make_scorer  # noqa: E402
+from search.guided import STRATEGIES, make_config, make_scorer  # noqa: E402
 from search.loaders import load_arith  # noqa: E402
 from search.program import run_programs  # noqa: E402
 from search.sampling import SamplingConfig, build_prompt  # noqa: E402
@@ -44,8 +45,9 @@ def scorer_for(name: str):
 
 
 def run_cell(engine, problems, prompts, strategy: str, scorer, n: int, extra: dict) -> tuple[float, float]:
-    cfg = GuidedConfig(n=n, **extra)
-    programs = {p.problem_id: STRATEGIES[strategy](p, prompts[p.problem_id], cfg, scorer, judge) for p in problems}
+    own = {f.name for f in fields(STRATEGIES[strategy].config)}  # each strategy takes only its own keys
+    cfg = make_config(strategy, {"n": n, **{k: v for k, v in extra.items() if k in own}})
+    programs = {p.problem_id: STRATEGIES[strategy].run(p, prompts[p.problem_id], cfg, scorer, judge) for p in problems}
     start = time.perf_counter()
     results = run_programs(programs, engine.generate)
     return sum(r.correct for r in results.values()) / len(results), time.perf_counter() - start

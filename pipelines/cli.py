@@ -115,6 +115,26 @@ def _exit_unless_valid(summary) -> None:  # noqa: ANN001 - a pipelines.run.RunSu
 
 
 @app.command()
+def search(config: Annotated[Path | None, typer.Option("--config", "-c", help="search recipe (default: configs/search_sim.toml)")] = None,
+           set_: SetOpt = None,
+           run_id: Annotated[str | None, typer.Option("--run-id", help="name the run (default: generated)")] = None,
+           resume: Annotated[str | None, typer.Option("--resume", help="finish run RUN_ID, redoing no committed shard")] = None,
+           no_report: Annotated[bool, typer.Option("--no-report", help="skip the HTML report")] = False) -> None:
+    """Guided search (majority, best-of-N, weighted, beam, DVTS) over a problem set; picks and trees stored.
+
+    Example: tracemill search -c configs/search_sim.toml --set 'search.budgets=[1,2,4,8]'
+    """
+    from pipelines.search_job import execute_search, load_search_config, print_search_summary
+
+    try:
+        cfg = load_search_config(config, parse_overrides(set_))
+        summary = execute_search(cfg, run_id=resume or run_id, resume=resume is not None, report=not no_report)
+    except ConfigError as err:
+        fail(str(err))
+    print_search_summary(console, summary)
+
+
+@app.command()
 def sql(query: Annotated[str, typer.Argument(help="SQL over the views runs, problems, solutions, nodes, ...")],
         run: Annotated[str | None, typer.Option("--run", help="restrict every view to this run")] = None,
         fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",

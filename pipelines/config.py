@@ -49,7 +49,7 @@ class _Section(BaseModel):
 
 class ProblemsConfig(_Section):
     source: str = "arith"  # "arith" (built-in generator) or a path to a JSONL/JSON/Parquet file
-    format: Literal["auto", "gsm8k", "math", "processbench"] = "auto"  # file format; auto-detected by keys
+    format: Literal["auto", "gsm8k", "math", "processbench", "open"] = "auto"  # file format; auto-detected by keys
     n: Int = Field(8, ge=0, le=MAX_PROBLEMS)  # arith: problems to generate; files: the first n usable rows (0 = all)
     gold_files: list[str] = []  # GSM8K/MATH files giving gold answers by question (ProcessBench input has none)
     seed: Seed = 0
@@ -83,18 +83,19 @@ class SamplingSection(_Section):
     seed: Seed = 0
     few_shot: Int = Field(1, ge=0, le=64)  # worked examples put before the question
     system_prompt: str = ""
+    style: Literal["step-by-step", "chain-of-draft"] = "step-by-step"  # prompt preset (search.sampling.PROMPT_STYLES)
 
 
 class ToolsSection(_Section):
     """The python tool (``search/tools.py``): code blocks run in ``verifier.sandbox`` and generation continues."""
 
-    python: bool = False  # run ```python blocks of solutions and rollouts, append their output, continue
-    timeout_s: float = Field(5.0, gt=0)  # wall clock per call
-    cpu_s: float = Field(2.0, gt=0)  # CPU seconds per call
-    memory_mb: int = Field(512, ge=16)  # address space per call
-    max_calls: int = Field(8, ge=1)  # calls per solution or rollout
-    max_output_chars: int = Field(1000, ge=1)  # observation text kept per call
-    workers: int = Field(2, ge=1)  # sandbox calls run at once
+    python: StrictBool = False  # run ```python blocks of solutions and rollouts, append their output, continue
+    timeout_s: Float = Field(5.0, gt=0, le=3600)  # wall clock per call
+    cpu_s: Float = Field(2.0, gt=0, le=3600)  # CPU seconds per call
+    memory_mb: Int = Field(512, ge=16, le=1_048_576)  # address space per call
+    max_calls: Int = Field(8, ge=1, le=1024)  # calls per solution or rollout
+    max_output_chars: Int = Field(1000, ge=1, le=1_000_000)  # observation text kept per call
+    workers: Int = Field(2, ge=1, le=1024)  # sandbox calls run at once
 
 
 class LabelingConfig(_Section):
@@ -179,9 +180,10 @@ def _check_values(where: str, value: object) -> None:
             _check_values(f"{where}[{i}]", item)
 
 
-def parse_config(data: dict[str, Any]) -> RunConfig:
+def parse_config(data: dict[str, Any], model: type[BaseModel] = RunConfig) -> Any:
+    """``data`` as a ``model`` (a run config by default; ``tracemill search`` passes its own)."""
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
@@ -199,9 +201,10 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                model: type[BaseModel] = RunConfig, default: Path = DEFAULT_CONFIG) -> Any:
     """Read a TOML recipe (default: configs/quickstart.toml) and apply dotted-key overrides."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    path = Path(path) if path else default
     if not path.is_file():
         raise ConfigError(f"config error: file not found: {path}")
     try:
@@ -216,4 +219,4 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             if not isinstance(node, dict):
                 raise ConfigError(f"config error: {dotted}: {part} is not a section")
         node[leaf] = value
-    return parse_config(data)
+    return parse_config(data, model)

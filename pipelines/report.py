@@ -30,6 +30,7 @@ from typing import Any
 import jinja2
 from matplotlib.figure import Figure
 
+from search.guided.base import majority_answer
 from storage.catalog import Catalog
 from storage.layout import RunPaths
 from storage.manifest import Manifest
@@ -62,6 +63,9 @@ _SQL = {
                      "GROUP BY 1 ORDER BY 2 DESC, 1",
     "good_steps": "SELECT DISTINCT n.node_id, n.text FROM step_labels l JOIN nodes n USING (run_id, node_id) "
                   "WHERE l.hard ORDER BY n.node_id",
+    "search_picks": "SELECT p.problem_id, p.style, p.strategy, p.scorer, p.budget, p.correct, p.chosen_tokens, "
+                    "p.completion_tokens, p.chosen_text, q.gold_answer FROM search_picks p "
+                    "LEFT JOIN problems q USING (run_id, problem_id) ORDER BY p.problem_id, p.strategy, p.budget, p.style",
     "counts": "SELECT (SELECT count(*) FROM nodes) AS nodes, (SELECT count(*) FROM rollouts) AS rollouts, "
               "(SELECT count(*) FROM step_labels) AS step_labels, (SELECT count(*) FROM traces) AS traces",
 }
@@ -126,8 +130,8 @@ def vote_curves(solutions: list[Row], draws: int = 200, seed: int = 0) -> dict[s
 
     For each problem with M >= N solutions, ``oracle`` (any of N correct) is exact:
     1 - C(M - c, N) / C(M, N). Majority vote is averaged over all N-subsets when there are at most ``draws``
-    of them, else over ``draws`` random ones; a tie between k answers scores the share of them that are
-    correct, and solutions without an answer do not vote. Problems with fewer than N solutions are left out
+    of them, else over ``draws`` random ones; a tie goes to the tied answer sampled first (``majority_answer``),
+    and solutions without an answer do not vote. Problems with fewer than N solutions are left out
     of that N's average.
     """
     by_problem: dict[str, list[Row]] = defaultdict(list)
@@ -150,19 +154,19 @@ def vote_curves(solutions: list[Row], draws: int = 200, seed: int = 0) -> dict[s
 
 
 def _majority(sols: list[Row], n: int, draws: int, rng: random.Random) -> float:
-    """Expected majority-vote correctness over N-subsets of one problem's solutions."""
+    """Expected majority-vote correctness over N-subsets of one problem's solutions.
+
+    Each subset votes with ``majority_answer`` in sample order, the rule guided search's majority vote
+    uses, so a tie goes to the tied answer sampled first here too.
+    """
     right = {s["answer"] for s in sols if s["correct"] and s["answer"] is not None}
     if math.comb(len(sols), n) <= draws:
-        subsets = list(itertools.combinations(sols, n))
+        subsets = [list(c) for c in itertools.combinations(range(len(sols)), n)]
     else:
-        subsets = [rng.sample(sols, n) for _ in range(draws)]
-    score = 0.0
+        subsets = [sorted(rng.sample(range(len(sols)), n)) for _ in range(draws)]
+    score = 0
     for subset in subsets:
-        votes = Counter(s["answer"] for s in subset if s["answer"] is not None)
-        if votes:
-            best = max(votes.values())
-            tied = [a for a, c in votes.items() if c == best]
-            score += sum(a in right for a in tied) / len(tied)
+        score += majority_answer([sols[i]["answer"] for i in subset]) in right
     return score / len(subsets)
 
 
@@ -389,6 +393,82 @@ def plot_soft_values(data: RunData, cfg: ReportConfig) -> Panel:
     return fig, f"{len(values)} soft labels; mean {sum(values) / len(values):.2f}."
 
 
+def search_curves(picks: list[Row]) -> dict[tuple[str, str], tuple[list[int], list[float]]]:
+    """(style, strategy) -> (budgets N, accuracy of the picks at each N) of a ``tracemill search`` run."""
+    cells: dict[tuple[str, str], dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for p in picks:
+        cells[(p["style"], p["strategy"])][p["budget"]].append(bool(p["correct"]))
+    return {arm: (sorted(by_n), [sum(by_n[n]) / len(by_n[n]) for n in sorted(by_n)]) for arm, by_n in cells.items()}
+
+
+def style_comparison(picks: list[Row]) -> dict[str, dict[str, float]]:
+    """Per prompt style: pick accuracy, tokens of the chosen solution, tokens generated per pick and the mean
+    relative length reward (``verifier.rewards.length_reward``: the styles' chosen solutions to one
+    (problem, strategy, N) are one group; a correct one shorter than the group's mean earns its saving)."""
+    from verifier.rewards import length_reward
+
+    groups: dict[tuple, list[Row]] = defaultdict(list)
+    for p in picks:
+        groups[(p["problem_id"], p["strategy"], p["budget"])].append(p)
+    rewards: dict[str, list[float]] = defaultdict(list)
+    for key, members in groups.items():
+        texts = [m["chosen_text"] or "" for m in members]
+        golds = [m["gold_answer"] or "" for m in members]
+        for m, r in zip(members, length_reward([str(key)] * len(members), texts, answer=golds), strict=True):
+            rewards[m["style"]].append(r)
+    out: dict[str, dict[str, float]] = {}
+    for style in sorted({p["style"] for p in picks}):
+        mine = [p for p in picks if p["style"] == style]
+        out[style] = {"picks": len(mine), "accuracy": sum(bool(p["correct"]) for p in mine) / len(mine),
+                      "chosen_tokens": sum(p["chosen_tokens"] or 0 for p in mine) / len(mine),
+                      "generated_tokens": sum(p["completion_tokens"] or 0 for p in mine) / len(mine),
+                      "length_reward": sum(rewards[style]) / len(rewards[style])}
+    return out
+
+
+_NO_SEARCH = "No guided search in this run (`tracemill search -c configs/search_sim.toml`)."
+
+
+def plot_search(data: RunData, cfg: ReportConfig) -> Panel:
+    curves = search_curves(data.search_picks)
+    if not curves:
+        return None, _NO_SEARCH
+    fig, (ax,) = _figure()
+    budgets = sorted({n for ns, _ in curves.values() for n in ns})
+    strategies = sorted({strategy for _, strategy in curves})
+    styles = sorted({style for style, _ in curves})
+    for (style, strategy), (ns, acc) in sorted(curves.items()):
+        color = f"C{strategies.index(strategy)}"
+        ax.plot(ns, acc, ("o-", "s--", "^:")[styles.index(style) % 3], color=color,
+                label=strategy if len(styles) == 1 else f"{strategy} ({style})")
+    ax.set(xscale="log", xlabel="N (solutions, or candidate steps per round)", ylabel="accuracy", ylim=(-0.02, 1.02))
+    ax.set_xticks(budgets, [str(n) for n in budgets])
+    ax.minorticks_off()
+    ax.legend(fontsize="x-small", ncol=2)
+    scorers = sorted({p["scorer"] for p in data.search_picks if p["scorer"]})
+    n_problems = len({p["problem_id"] for p in data.search_picks})
+    return fig, (f"Accuracy of the chosen answer over {n_problems} problems; scorer: {', '.join(scorers) or 'none'}. "
+                 "Majority vote breaks ties by the answer sampled first, like the majority curve above.")
+
+
+def plot_styles(data: RunData, cfg: ReportConfig) -> Panel:
+    table = style_comparison(data.search_picks)
+    if not table:
+        return None, _NO_SEARCH
+    fig, axes = _figure(2)
+    styles = list(table)
+    for ax, key, label in zip(axes, ("accuracy", "chosen_tokens"), ("accuracy", "tokens of the chosen solution"),
+                              strict=True):
+        bars = ax.bar(styles, [table[s][key] for s in styles], color=[f"C{i}" for i in range(len(styles))])
+        ax.bar_label(bars, fmt="%.2f" if key == "accuracy" else "%.0f", fontsize="small")
+        ax.margins(y=0.15)
+        ax.set(ylabel=label)
+    return fig, "Prompt styles on the same problems, strategies and N: " + "; ".join(
+        f"{s}: accuracy {t['accuracy']:.1%}, {t['chosen_tokens']:.0f} tokens per chosen solution, "
+        f"{t['generated_tokens']:.0f} generated per pick, relative length reward {t['length_reward']:.3f}"
+        for s, t in table.items()) + "."
+
+
 PanelFn = Callable[[RunData, ReportConfig], Panel]
 
 SECTIONS: dict[str, tuple[str, PanelFn]] = {
@@ -399,6 +479,10 @@ SECTIONS: dict[str, tuple[str, PanelFn]] = {
     "traces": ("Mined traces", plot_traces),
     "throughput": ("Throughput", plot_throughput),
     "rejects": ("Rejects by reason", plot_rejects),
+}
+SEARCH_PANELS: dict[str, tuple[str, PanelFn]] = {  # shown for runs of `tracemill search` only
+    "search": ("Guided search: accuracy against N", plot_search),
+    "search-styles": ("Guided search: prompt styles on accuracy and tokens", plot_styles),
 }
 DATASET_PANELS: dict[str, tuple[str, PanelFn]] = {
     "label-balance": ("Label balance by step depth", plot_label_balance),
@@ -494,7 +578,8 @@ def render_report(cat: Catalog, run_id: str, cfg: ReportConfig | None = None) ->
     template = env.from_string((ASSETS / "report.html.j2").read_text(encoding="utf-8"))
     return template.render(
         run_id=run_id, run=data.run, stats=data.stats, summary=summary,
-        sections=_render_panels(SECTIONS, data, cfg), dataset=dataset,
+        sections=_render_panels(SECTIONS, data, cfg)
+        + (_render_panels(SEARCH_PANELS, data, cfg) if data.search_picks else []), dataset=dataset,
         css=(ASSETS / "report.css").read_text(encoding="utf-8"), js=(ASSETS / "report.js").read_text(encoding="utf-8"),
         problems=[{"id": t["id"], "question": t["question"], "n_nodes": len(t["nodes"]) - 1,
                    "n_solutions": len(t["solutions"]), "n_correct": sum(bool(s["correct"]) for s in t["solutions"]),

@@ -234,7 +234,8 @@ def sampling_config(cfg: RunConfig) -> SamplingConfig:
     return SamplingConfig(n_solutions=s.n_solutions, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                           top_p=s.top_p, delimiter=s.delimiter, seed=s.seed,
                           few_shot=few_shot_examples(s.few_shot, s.delimiter),
-                          system_prompt=s.system_prompt or None, tools=ToolConfig(**cfg.tools.model_dump()))
+                          system_prompt=s.system_prompt or None, tools=ToolConfig(**cfg.tools.model_dump()),
+                          style=s.style)
 
 
 def labeling_options(cfg: RunConfig) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from cluster import sim_code
 from cluster.pool import EnginePool, PoolConfig, ProgramDriver
 from search.given import given_solutions, has_given_solution
 from search.labeling import STRATEGIES, rows
+from search.labeling.base import PSEUDO_GOLD, mark_gold_source, with_pseudo_gold
 from search.problems import Problem
 from search.program import Program
 from search.sampling import SamplingConfig, prompt_messages, sample_solutions
@@ -90,12 +91,16 @@ def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strateg
         sampled = given_solutions(problem, scfg, judge)
     else:
         sampled = yield from sample_solutions(problem, prompt, scfg, judge)
+    pseudo = None if has_given_solution(problem) else with_pseudo_gold(problem, sampled, judge)  # open prompts
+    problem = pseudo or problem
     if ground_truth and problem.source == "arith":  # the sim engine's solutions: the exact first wrong step is known
         for sol in sampled.solutions:
             sol.true_first_error = sim_code.first_error(problem.question, sol.text, scfg.delimiter)
     paths = [s.path for s in sampled.solutions]
     result = yield from STRATEGIES[strategy].label(sampled.tree, paths, problem, prompt, lcfg, judge)
     out = rows(sampled.tree, result, run_id, sampled.solutions)
+    if pseudo is not None:
+        mark_gold_source(out["step_labels"], PSEUDO_GOLD)
     out["problems"] = [{"run_id": run_id, "problem_id": problem.problem_id, "source": problem.source,
                         "question": problem.question, "gold_answer": problem.gold_answer,
                         "meta_json": problem.meta_json()}]

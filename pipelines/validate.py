@@ -8,7 +8,8 @@ evidence does not say. Each check counts its violations and shows one example ro
 - ``label_counts``: a label's ``n``/``n_correct``/``value`` are the node's stored rollouts;
 - ``label_evidence``: no label contradicts its own rollouts: a step whose rollouts all failed is good only with
   ``label_source = 'override'``; an ``mc`` label is Math-Shepherd's rule (good iff a rollout succeeded); an
-  ``outcome`` label is the terminal step's own answer; an ``inferred`` label has no rollouts of its own;
+  ``outcome`` label is the terminal step's own answer; an ``inferred`` label has no rollouts of its own (the
+  rule is the part of ``label_source`` before any ``:``, so ``mc:self-consistency`` is checked as ``mc``);
 - ``first_errors``: a solution's stored first error is its first step labeled bad, every step before it good;
 - ``prm_negatives``: every solution with a labeled first error has a PRM row with that negative, or a
   ``filtered`` row saying why not;
@@ -99,11 +100,11 @@ _CHECKS: dict[str, str] = {
         SELECT 'node ' || l.node_id || ' (' || l.strategy || ', ' || l.label_source || '): hard=' || l.hard ||
                ' with ' || l.n_correct || '/' || l.n || ' rollouts correct' AS what
         FROM step_labels l LEFT JOIN (SELECT DISTINCT node_id, terminal, outcome_correct FROM nodes) n USING (node_id)
-        WHERE (l.hard AND l.n >= 1 AND l.n_correct = 0 AND l.label_source <> 'override')
-           OR (l.label_source = 'mc' AND l.hard <> (l.n_correct > 0))
-           OR (l.label_source = 'override' AND NOT (l.hard AND l.n >= 1 AND l.n_correct = 0))
-           OR (l.label_source = 'inferred' AND l.n > 0)
-           OR (l.label_source = 'outcome' AND l.hard IS DISTINCT FROM n.outcome_correct)""",
+        WHERE (l.hard AND l.n >= 1 AND l.n_correct = 0 AND split_part(l.label_source, ':', 1) <> 'override')
+           OR (split_part(l.label_source, ':', 1) = 'mc' AND l.hard <> (l.n_correct > 0))
+           OR (split_part(l.label_source, ':', 1) = 'override' AND NOT (l.hard AND l.n >= 1 AND l.n_correct = 0))
+           OR (split_part(l.label_source, ':', 1) = 'inferred' AND l.n > 0)
+           OR (split_part(l.label_source, ':', 1) = 'outcome' AND l.hard IS DISTINCT FROM n.outcome_correct)""",
     "first_errors": """
         WITH steps AS (SELECT DISTINCT solution_id, first_error, unnest(node_ids) AS node_id,
                               generate_subscripts(node_ids, 1) - 1 AS pos FROM solutions WHERE first_error IS NOT NULL),

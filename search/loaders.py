@@ -442,10 +442,20 @@ def _processbench(row: dict) -> Problem:
     return _problem(question, "", f"processbench:{row_id}", _rest(row, ("problem",)))
 
 
+def _open(row: dict) -> Problem:
+    """An open prompt: a question without a gold answer, labeled by self-consistency (the majority answer of
+    its sampled solutions, ``search.labeling.base.with_pseudo_gold``). A row with an answer is refused, so a
+    GSM8K file whose first row lacks one cannot drop every other row's gold."""
+    if "answer" in row:
+        raise RowError("has an 'answer': not an open prompt (the file's first row has none)")
+    return Problem.make(_text(row, "question"), "", "open", _rest(row, ("question",)))
+
+
 FORMATS: dict[str, RowFormat] = {  # detection tries these in order: most specific first
     "processbench": RowFormat(frozenset({"problem", "steps", "label"}), _processbench, id_key="id"),
     "math": RowFormat(frozenset({"problem", "answer"}), _math),
     "gsm8k": RowFormat(frozenset({"question", "answer"}), _gsm8k),
+    "open": RowFormat(frozenset({"question"}), _open),
 }
 
 

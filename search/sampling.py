@@ -21,6 +21,15 @@ from search.tree import DEFAULT_DELIMITER, Node, Tree, split_steps
 
 TemplateFn = Callable[[list[dict[str, str]]], str]
 
+# Prompt presets (``SamplingConfig.style``). "step-by-step" is the plain question (the worked examples show
+# the step format). "chain-of-draft" (Xu et al., 2025) asks for a minimal draft of each step under a word
+# budget and shows the worked examples drafted the same way: each step cut to its last words, which in the
+# arith examples is the equation.
+CHAIN_OF_DRAFT_WORDS = 5  # the word budget per step (the paper's)
+CHAIN_OF_DRAFT = (f"Think step by step, but write only a minimal draft of each step, {CHAIN_OF_DRAFT_WORDS} words "
+                  "at most, one step per paragraph. End with: The answer is N.")
+PROMPT_STYLES = ("step-by-step", "chain-of-draft")
+
 
 class Verdict(Protocol):
     answer: str | None
@@ -59,6 +68,7 @@ class SamplingConfig:
     few_shot: tuple[tuple[str, str], ...] = ()  # (question, solution) turns put before the question
     system_prompt: str | None = None
     tools: ToolConfig = field(default_factory=ToolConfig)  # tools.python: run code blocks, continue after output
+    style: str = "step-by-step"  # prompt preset: one of PROMPT_STYLES
 
     def __post_init__(self) -> None:
         if self.n_solutions < 1 or self.max_new_tokens < 1:
@@ -67,6 +77,8 @@ class SamplingConfig:
             raise ValueError("temperature must be >= 0 and 0 < top_p <= 1")
         if not self.delimiter:
             raise ValueError("delimiter must be non-empty")
+        if self.style not in PROMPT_STYLES:
+            raise ValueError(f"style must be one of {list(PROMPT_STYLES)}, got {self.style!r}")
         # accept lists (from TOML/JSON) but store tuples so the config stays hashable
         object.__setattr__(self, "few_shot", tuple((str(q), str(s)) for q, s in self.few_shot))
 
@@ -107,14 +119,27 @@ def build_prompt(template_fn: TemplateFn, problem: Problem, cfg: SamplingConfig)
 
 
 def prompt_messages(problem: Problem, cfg: SamplingConfig) -> list[dict[str, str]]:
-    """The conversation a prompt renders: system prompt, few-shot turns, then the question."""
+    """The conversation a prompt renders: system prompt, few-shot turns, then the question (in ``cfg.style``)."""
     messages: list[dict[str, str]] = []
     if cfg.system_prompt:
         messages.append({"role": "system", "content": cfg.system_prompt})
+    draft = cfg.style == "chain-of-draft"
     for question, solution in cfg.few_shot:
+        if draft:
+            question, solution = f"{question}\n\n{CHAIN_OF_DRAFT}", draft_solution(solution, cfg.delimiter)
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": solution}]
-    messages.append({"role": "user", "content": problem.question})
+    question = f"{problem.question}\n\n{CHAIN_OF_DRAFT}" if draft else problem.question
+    messages.append({"role": "user", "content": question})
     return messages
+
+
+def draft_solution(solution: str, delimiter: str, words: int = CHAIN_OF_DRAFT_WORDS) -> str:
+    """A worked solution as a Chain-of-Draft example: each step cut to its last ``words`` words.
+
+    >>> draft_solution("She gives half of 48 away: 48 / 2 = 24.", "|")
+    '48 / 2 = 24.'
+    """
+    return delimiter.join(" ".join(step.split()[-words:]) for step in solution.split(delimiter))
 
 
 def step_token_counts(steps: list[str], n_tokens: int) -> list[int]:

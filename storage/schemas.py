@@ -178,3 +178,41 @@ TABLES.update({
     "sft_dataset": SFT_DATASET,
     "filtered": FILTERED,
 })
+
+# ``tracemill search``: one pick per (problem, prompt style, strategy, budget N), and the tree it searched
+SEARCH_PICKS = pa.schema([
+    ("run_id", pa.string()),
+    ("pick_id", pa.string()),  # hash of problem, style, strategy, scorer and N: the same cell is the same id
+    ("problem_id", pa.string()),
+    ("style", pa.string()),  # prompt preset: step-by-step | chain-of-draft
+    ("strategy", pa.string()),  # majority | best_of_n | weighted_best_of_n | beam | dvts
+    ("scorer", pa.string()),  # mc | tool | prm | arith_truth; "" for majority vote (no verifier)
+    ("budget", pa.int32()),  # N: solutions, or candidate steps per round
+    ("answer", pa.string()),  # the chosen answer; null if no candidate had one
+    ("correct", pa.bool_()),
+    ("chosen_index", pa.int32()),  # index of the chosen candidate among the finished ones; null if none
+    ("chosen_node_id", pa.string()),  # the chosen candidate's last node in search_nodes
+    ("chosen_text", pa.string()),
+    ("chosen_tokens", pa.int32()),  # tokens of the chosen solution
+    ("chosen_score", pa.float64()),  # its aggregated score; null for majority vote
+    ("n_candidates", pa.int32()),  # finished candidates the choice was made from
+    ("completion_tokens", pa.int64()),  # every token generated for this pick (scorer rollouts not included)
+    ("config_json", pa.string()),  # the strategy's own config
+])
+
+SEARCH_NODES = pa.schema([
+    ("run_id", pa.string()),
+    ("pick_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("node_id", pa.string()),  # hash of parent + step (search.tree.node_id); unique within a pick
+    ("parent_id", pa.string()),
+    ("depth", pa.int32()),  # 1 = first step
+    ("text", pa.string()),
+    ("score", pa.float64()),  # the scorer's score of this step; null where it was not scored (majority vote)
+    ("terminal", pa.bool_()),  # a finished candidate ends here
+    ("answer", pa.string()),  # terminal nodes: the candidate's answer
+    ("correct", pa.bool_()),  # terminal nodes: judged against the gold answer
+    ("chosen", pa.bool_()),  # on the chosen candidate's path
+])
+
+TABLES.update({"search_picks": SEARCH_PICKS, "search_nodes": SEARCH_NODES})

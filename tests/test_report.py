@@ -50,8 +50,8 @@ def test_vote_curves_match_hand_computed_values():
     assert curves["n"] == [1.0, 2.0, 3.0]
     assert curves["mean"] == pytest.approx([(1 / 3 + 1) / 2, 1 / 3, 1 / 3])
     assert curves["oracle"] == pytest.approx([(1 / 3 + 1) / 2, 2 / 3, 1.0])
-    # pairs {A,B} tie twice (half credit each), {B,B} votes wrong: 1/3; all three: B wins
-    assert curves["majority"] == pytest.approx([(1 / 3 + 1) / 2, 1 / 3, 0.0])
+    # pairs {A,B} tie twice and A was sampled first (right), {B,B} votes wrong: 2/3; all three: B wins
+    assert curves["majority"] == pytest.approx([(1 / 3 + 1) / 2, 2 / 3, 0.0])
 
 
 def test_vote_curves_ignore_missing_answers_and_sample_large_subset_counts():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,34 +39,83 @@ AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {"last": _last, "min":
 
 
 @dataclass(frozen=True)
-class GuidedConfig:
-    """One config for every strategy; a strategy reads the fields it needs (documented per field)."""
+class SampleConfig:
+    """What every strategy samples with; each strategy's config extends it with only the keys it reads."""
 
     n: int = 4  # budget: solutions (majority, best-of-N) or candidate steps per round (beam, DVTS)
-    beam_width: int = 4  # M: beam keeps N/M and expands each M times; DVTS runs N/M subtrees of width M
-    keep_frac: float = 0.0  # beam: keep this share of the N candidates per step instead of N/M (0 = off)
-    aggregation: str = "last"  # how a solution's step scores become one number: last | min | prod
-    max_steps: int = 16  # beam/DVTS: rounds before unfinished beams are stopped
-    max_new_tokens: int = 512  # per solution (majority, best-of-N)
-    step_max_new_tokens: int = 128  # per step (beam, DVTS)
     temperature: float = 0.8
     top_p: float = 1.0
-    delimiter: str = DEFAULT_DELIMITER
+    delimiter: str = DEFAULT_DELIMITER  # step separator
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.beam_width < 1 or self.max_steps < 1:
-            raise ValueError("n, beam_width and max_steps must be >= 1")
-        if not 0.0 <= self.keep_frac <= 1.0:
-            raise ValueError("keep_frac must be in [0, 1]")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {sorted(AGGREGATIONS)}")
-        if not self.delimiter or self.max_new_tokens < 1 or self.step_max_new_tokens < 1:
-            raise ValueError("delimiter must be non-empty and token limits >= 1")
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be >= 0 and 0 < top_p <= 1")
+        if not self.delimiter:
+            raise ValueError("delimiter must be non-empty")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GuidedConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """The config from a plain mapping; a key this strategy does not read is an error."""
         return config_from_dict(cls, data)
+
+
+def _check_aggregation(how: str) -> None:
+    if how not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {sorted(AGGREGATIONS)}, got {how!r}")
+
+
+@dataclass(frozen=True)
+class MajorityConfig(SampleConfig):
+    """Majority vote: N whole solutions, no verifier."""
+
+    max_new_tokens: int = 512  # per solution
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+
+
+@dataclass(frozen=True)
+class BestOfNConfig(MajorityConfig):
+    """Best-of-N and weighted best-of-N: N whole solutions, each scored step by step."""
+
+    aggregation: str = "last"  # how a solution's step scores become one number: last | min | prod
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_aggregation(self.aggregation)
+
+
+@dataclass(frozen=True)
+class DvtsConfig(SampleConfig):
+    """DVTS: N/M subtrees, each keeps its best of M children per round."""
+
+    beam_width: int = 4  # M: N/M subtrees, each sampling M children of its one live beam
+    aggregation: str = "last"  # how candidates are ranked by their step scores: last | min | prod
+    max_steps: int = 16  # rounds before unfinished beams are stopped
+    step_max_new_tokens: int = 128  # per step
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beam_width < 1 or self.max_steps < 1 or self.step_max_new_tokens < 1:
+            raise ValueError("beam_width, max_steps and step_max_new_tokens must be >= 1")
+        _check_aggregation(self.aggregation)
+
+
+@dataclass(frozen=True)
+class BeamConfig(DvtsConfig):
+    """Step beam search: one beam keeping the top N/M (or the top ``keep_frac`` of N) each round."""
+
+    keep_frac: float = 0.0  # keep this share of the N candidates per step instead of N/M (0 = off)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.keep_frac <= 1.0:
+            raise ValueError("keep_frac must be in [0, 1]")
 
 
 class Scorer(Protocol):
@@ -84,6 +133,7 @@ class Candidate:
     done: bool = False  # the engine ended the solution (not cut at a step or round limit)
     answer: str | None = None
     correct: bool = False
+    n_tokens: int = 0  # tokens the engine generated for these steps
 
     @property
     def text(self) -> str:
@@ -98,6 +148,12 @@ class GuidedResult:
     correct: bool
     candidates: list[Candidate]  # every finished candidate the choice was made from
     completion_tokens: int = 0  # generated tokens (scorer rollouts not included)
+    explored: list[Candidate] = field(default_factory=list)  # every scored prefix, pruned ones too (the tree)
+    chosen: int | None = None  # index in ``candidates`` of the candidate whose answer was given
+
+    def __post_init__(self) -> None:
+        if not self.explored:
+            self.explored = list(self.candidates)
 
 
 def aggregate(candidate: Candidate, how: str) -> float:
@@ -113,34 +169,47 @@ def judged(problem: Problem, cands: list[Candidate], judge: JudgeFn) -> list[Can
 
 def result_for_answer(problem: Problem, strategy: str, answer: str | None, cands: list[Candidate],
                       tokens: int) -> GuidedResult:
-    """The result whose answer is ``answer``; correct iff a candidate with that answer was judged correct."""
+    """The result whose answer is ``answer``; correct iff a candidate with that answer was judged correct.
+
+    The chosen candidate is the first one with that answer (the one that decided the tie, if any).
+    """
     correct = any(c.correct for c in cands if c.answer == answer and answer is not None)
-    return GuidedResult(problem.problem_id, strategy, answer, correct, cands, tokens)
+    chosen = next((i for i, c in enumerate(cands) if answer is not None and c.answer == answer), None)
+    return GuidedResult(problem.problem_id, strategy, answer, correct, cands, tokens, chosen=chosen)
 
 
-def most_common_answer(cands: list[Candidate], weights: list[float] | None = None) -> str | None:
-    """The answer with the largest total weight (count by default); ties go to the one seen first."""
+def majority_answer(answers: Sequence[str | None], weights: Sequence[float] | None = None) -> str | None:
+    """The answer with the largest total weight (a count by default); ``None`` answers do not vote.
+
+    Ties go to the tied answer seen first in ``answers`` (sample order). This is the one majority rule:
+    majority vote, weighted best-of-N and the report's accuracy-against-N curves all call it.
+
+    >>> majority_answer(["3", "5", "5", "3", None])
+    '3'
+    """
     totals: Counter[str] = Counter()
-    for i, cand in enumerate(cands):
-        if cand.answer is not None:
-            totals[cand.answer] += 1.0 if weights is None else weights[i]
+    for i, answer in enumerate(answers):
+        if answer is not None:
+            totals[answer] += 1.0 if weights is None else weights[i]
     if not totals:
         return None
     best = max(totals.values())
     return next(a for a in totals if totals[a] == best)
 
 
-def sample_full(problem: Problem, prompt: str, cfg: GuidedConfig) -> Program[tuple[list[Candidate], int]]:
+def sample_full(problem: Problem, prompt: str, cfg: MajorityConfig) -> Program[tuple[list[Candidate], int]]:
     """N whole solutions in one request, split into steps; returns them and the tokens generated.
 
-    The key does not name the strategy, so majority vote and (weighted) best-of-N choose among the very
-    same samples and differ only in how they choose.
+    The key names the prompt but not the strategy, so majority vote and (weighted) best-of-N choose among
+    the very same samples and differ only in how they choose, while two prompt styles never share samples.
     """
-    key = request_key(problem.problem_id, "solutions", cfg.n, cfg.seed)
+    # everything the samples depend on is in the key: the pool hands one result to every equal key
+    key = request_key(problem.problem_id, "solutions", prompt, cfg.n, cfg.max_new_tokens, cfg.temperature,
+                      cfg.top_p, cfg.seed)
     (res,) = yield [GenRequest(key, prompt, "", cfg.n, cfg.max_new_tokens, (), cfg.temperature, cfg.top_p,
                                seed_for(key, cfg.seed), problem.problem_id)]
-    cands = [Candidate(split_steps(s.text, cfg.delimiter) or [s.text], done=s.finish_reason != "length")
-             for s in res.samples]
+    cands = [Candidate(split_steps(s.text, cfg.delimiter) or [s.text], done=s.finish_reason != "length",
+                       n_tokens=len(s.token_ids)) for s in res.samples]
     return cands, res.completion_tokens
 
 
@@ -156,12 +225,14 @@ def score_candidates(scorer: Scorer, problem: Problem, prompt: str, cands: list[
 # ---------------------------------------------------------------- the step loop of beam search and DVTS
 
 
-def _expand(problem: Problem, prompt: str, cfg: GuidedConfig, beams: list[tuple[Candidate, int]],
+def _expand(problem: Problem, prompt: str, cfg: DvtsConfig, beams: list[tuple[Candidate, int]],
             depth: int, tag: str) -> Program[tuple[list[Candidate], int]]:
     """Continue each beam by one step, ``count`` samples per beam; children inherit the parent's scores."""
     reqs = []
     for b, (beam, count) in enumerate(beams):
-        key = request_key(problem.problem_id, tag, depth, b, beam.text, cfg.seed)
+        # everything the samples depend on is in the key: the pool hands one result to every equal key
+        key = request_key(problem.problem_id, tag, prompt, depth, b, beam.text, count, cfg.step_max_new_tokens,
+                          cfg.delimiter, cfg.temperature, cfg.top_p, cfg.seed)
         reqs.append(GenRequest(key, prompt, beam.text, count, cfg.step_max_new_tokens, (cfg.delimiter,),
                                cfg.temperature, cfg.top_p, seed_for(key, cfg.seed), problem.problem_id))
     results = yield reqs
@@ -170,22 +241,27 @@ def _expand(problem: Problem, prompt: str, cfg: GuidedConfig, beams: list[tuple[
         tokens += res.completion_tokens
         for s in res.samples:
             ended = s.finish_reason not in (FINISH_STOP, "length")
+            used = beam.n_tokens + len(s.token_ids)
             if not s.text.strip():  # nothing more to say: the parent was already the whole solution
-                children.append(Candidate(list(beam.steps), list(beam.scores), done=True))
+                children.append(Candidate(list(beam.steps), list(beam.scores), done=True, n_tokens=used))
                 continue
-            children.append(Candidate(beam.steps + [s.text], list(beam.scores), done=ended))
+            children.append(Candidate(beam.steps + [s.text], list(beam.scores), done=ended, n_tokens=used))
     return children, tokens
 
 
-def step_search(problem: Problem, prompt: str, cfg: GuidedConfig, scorer: Scorer, groups: int,
-                keep: int, tag: str) -> Program[tuple[list[Candidate], int]]:
-    """Run ``groups`` independent beams of ``keep`` survivors each; returns finished candidates and tokens.
+def step_search(problem: Problem, prompt: str, cfg: DvtsConfig, scorer: Scorer, groups: int,
+                keep: int, tag: str) -> Program[tuple[list[Candidate], list[Candidate], int]]:
+    """Run ``groups`` independent beams of ``keep`` survivors each.
+
+    Returns the finished candidates, every scored child (the explored tree, pruned ones included) and the
+    tokens generated.
 
     Each round every live beam gets ``cfg.n // (groups * live beams)`` samples (at least one), so a round
     costs about N samples; finished candidates leave the beam and the group's width shrinks.
     """
     live = [[Candidate([])] for _ in range(groups)]
     finished: list[Candidate] = []
+    explored: list[Candidate] = []
     tokens = 0
     per_group = max(1, cfg.n // groups)
     for depth in range(cfg.max_steps):
@@ -198,6 +274,7 @@ def step_search(problem: Problem, prompt: str, cfg: GuidedConfig, scorer: Scorer
         tokens += used
         new = [c for c in children if len(c.scores) < len(c.steps)]  # an empty child adds no step to score
         yield from _score_new(scorer, problem, prompt, new)
+        explored += new
         owner = [g for (g, _), c in zip(work, counts, strict=True) for _ in range(c)]
         pools: list[list[Candidate]] = [[] for _ in range(groups)]
         for g, child in zip(owner, children, strict=True):
@@ -209,7 +286,7 @@ def step_search(problem: Problem, prompt: str, cfg: GuidedConfig, scorer: Scorer
             finished += [c for c in best if c.done]
             live.append([c for c in best if not c.done])
     finished += [c for beams in live for c in beams]  # cut at max_steps: judged on what they wrote
-    return finished, tokens
+    return finished, explored, tokens
 
 
 def _score_new(scorer: Scorer, problem: Problem, prompt: str, cands: list[Candidate]) -> Program[None]:
@@ -218,11 +295,12 @@ def _score_new(scorer: Scorer, problem: Problem, prompt: str, cands: list[Candid
         cand.scores.append(s)
 
 
-def pick_best(problem: Problem, strategy: str, cands: list[Candidate], cfg: GuidedConfig, judge: JudgeFn,
-              tokens: int) -> GuidedResult:
-    """Judge the finished candidates and return the one with the best aggregated score."""
+def pick_best(problem: Problem, strategy: str, cands: list[Candidate], aggregation: str, judge: JudgeFn,
+              tokens: int, explored: list[Candidate] | None = None) -> GuidedResult:
+    """Judge the finished candidates and return the one with the best aggregated score (first on ties)."""
     judged(problem, cands, judge)
     if not cands:
-        return GuidedResult(problem.problem_id, strategy, None, False, [], tokens)
-    best = max(cands, key=lambda c: aggregate(c, cfg.aggregation))
-    return GuidedResult(problem.problem_id, strategy, best.answer, best.correct, cands, tokens)
+        return GuidedResult(problem.problem_id, strategy, None, False, [], tokens, list(explored or []))
+    best = max(range(len(cands)), key=lambda i: aggregate(cands[i], aggregation))
+    return GuidedResult(problem.problem_id, strategy, cands[best].answer, cands[best].correct, cands, tokens,
+                        list(explored or []), chosen=best)

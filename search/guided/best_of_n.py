@@ -9,12 +9,12 @@ with the largest sum (majority vote weighted by the verifier).
 from __future__ import annotations
 
 from search.guided.base import (
-    GuidedConfig,
+    BestOfNConfig,
     GuidedResult,
     Scorer,
     aggregate,
     judged,
-    most_common_answer,
+    majority_answer,
     pick_best,
     result_for_answer,
     sample_full,
@@ -28,17 +28,17 @@ NAME = "best_of_n"
 WEIGHTED_NAME = "weighted_best_of_n"
 
 
-def run(problem: Problem, prompt: str, cfg: GuidedConfig, scorer: Scorer,
+def run(problem: Problem, prompt: str, cfg: BestOfNConfig, scorer: Scorer,
         judge: JudgeFn) -> Program[GuidedResult]:
     cands, tokens = yield from sample_full(problem, prompt, cfg)
     yield from score_candidates(scorer, problem, prompt, cands)
-    return pick_best(problem, NAME, cands, cfg, judge, tokens)
+    return pick_best(problem, NAME, cands, cfg.aggregation, judge, tokens)
 
 
-def run_weighted(problem: Problem, prompt: str, cfg: GuidedConfig, scorer: Scorer,
+def run_weighted(problem: Problem, prompt: str, cfg: BestOfNConfig, scorer: Scorer,
                  judge: JudgeFn) -> Program[GuidedResult]:
     cands, tokens = yield from sample_full(problem, prompt, cfg)
     yield from score_candidates(scorer, problem, prompt, cands)
     judged(problem, cands, judge)
     weights = [aggregate(c, cfg.aggregation) for c in cands]
-    return result_for_answer(problem, WEIGHTED_NAME, most_common_answer(cands, weights), cands, tokens)
+    return result_for_answer(problem, WEIGHTED_NAME, majority_answer([c.answer for c in cands], weights), cands, tokens)

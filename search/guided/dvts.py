@@ -8,7 +8,7 @@ over all subtrees by aggregated score.
 
 from __future__ import annotations
 
-from search.guided.base import GuidedConfig, GuidedResult, Scorer, pick_best, step_search
+from search.guided.base import DvtsConfig, GuidedResult, Scorer, pick_best, step_search
 from search.problems import Problem
 from search.program import Program
 from search.sampling import JudgeFn
@@ -16,8 +16,8 @@ from search.sampling import JudgeFn
 NAME = "dvts"
 
 
-def run(problem: Problem, prompt: str, cfg: GuidedConfig, scorer: Scorer,
+def run(problem: Problem, prompt: str, cfg: DvtsConfig, scorer: Scorer,
         judge: JudgeFn) -> Program[GuidedResult]:
     subtrees = max(1, cfg.n // cfg.beam_width)
-    cands, tokens = yield from step_search(problem, prompt, cfg, scorer, groups=subtrees, keep=1, tag=NAME)
-    return pick_best(problem, NAME, cands, cfg, judge, tokens)
+    cands, explored, tokens = yield from step_search(problem, prompt, cfg, scorer, groups=subtrees, keep=1, tag=NAME)
+    return pick_best(problem, NAME, cands, cfg.aggregation, judge, tokens, explored)

@@ -1,16 +1,17 @@
 """Majority vote (self-consistency): sample N solutions and answer with the most common final answer.
 
 It needs no verifier; the scorer argument is accepted (and ignored) so every strategy has one signature.
+Ties are broken by ``base.majority_answer`` (the tied answer sampled first), the rule the report uses too.
 """
 
 from __future__ import annotations
 
 from search.guided.base import (
-    GuidedConfig,
     GuidedResult,
+    MajorityConfig,
     Scorer,
     judged,
-    most_common_answer,
+    majority_answer,
     result_for_answer,
     sample_full,
 )
@@ -21,8 +22,8 @@ from search.sampling import JudgeFn
 NAME = "majority"
 
 
-def run(problem: Problem, prompt: str, cfg: GuidedConfig, scorer: Scorer | None,
+def run(problem: Problem, prompt: str, cfg: MajorityConfig, scorer: Scorer | None,
         judge: JudgeFn) -> Program[GuidedResult]:
     cands, tokens = yield from sample_full(problem, prompt, cfg)
     judged(problem, cands, judge)
-    return result_for_answer(problem, NAME, most_common_answer(cands), cands, tokens)
+    return result_for_answer(problem, NAME, majority_answer([c.answer for c in cands]), cands, tokens)

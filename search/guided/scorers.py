@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster import arith
+from cluster.engine import request_key
 from search.problems import Problem
 from search.program import Program
 from search.rollouts import RolloutConfig, rollout_batch
@@ -40,7 +41,9 @@ class McScorer:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def score(self, problem: Problem, prompt: str, prefixes: list[list[str]]) -> Program[list[float]]:
-        tree = Tree(problem.problem_id)
+        # the tree is rooted at problem AND prompt: equal prefixes under two prompt styles are different
+        # states, so their rollouts must not share request keys
+        tree = Tree(request_key(problem.problem_id, prompt))
         leaves = [tree.add_path(p)[-1] if p else tree.root for p in prefixes]
         unique = list({n.node_id: n for n in leaves}.values())  # equal prefixes share their rollouts
         yield from rollout_batch([(n, self.k) for n in unique], problem, prompt, self.rollout, self.judge)

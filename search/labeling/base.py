@@ -21,6 +21,11 @@ it (columns: node_id, strategy, n, n_correct, value, hard, soft, label_source):
 - ``tool``: the step's own code call failed, or the result it states disagrees with the output
   (``search.tools.tool_error``); bad whatever its rollouts say, and no rollouts are spent on it.
 
+Open prompts (a problem without a gold answer) are judged by self-consistency: the majority answer of the
+sampled solutions is their pseudo-gold (``with_pseudo_gold``), and every label of such a problem carries
+``:self-consistency`` after its source (``mc:self-consistency``), so ``WHERE label_source LIKE
+'%:self-consistency'`` finds them and ``split_part(label_source, ':', 1)`` is the rule that decided them.
+
 ``soft`` is the MC value (the outcome value for terminals); None only for a non-terminal step without
 rollouts.
 """
@@ -30,12 +35,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from search.guided.base import majority_answer
 from search.labeling.checkers import CHECKERS, flag_steps
 from search.labeling.sequential import Prober, soft_verdict
+from search.problems import Problem
 from search.rollouts import RolloutCost
+from search.sampling import JudgeFn, SampledSolutions
 from search.tree import Node, Tree
 
 SOURCES = {"hard": "mc", "threshold": "mc-threshold", "drop": "mc-drop"}  # rule -> label_source
+PSEUDO_GOLD = "self-consistency"  # label_source suffix: judged against the sampled solutions' majority answer
 
 
 @dataclass(frozen=True)
@@ -227,3 +236,30 @@ def finish(strategy: str, evidence: Evidence, paths: list[list[Node]], cost: Rol
         keep = {n.node_id for p, e in zip(paths, errors, strict=True) for n in (p if e is None or e < 0 else p[:e + 1])}
         labels = {nid: lab for nid, lab in labels.items() if nid in keep}
     return LabelResult(strategy, labels, errors, n_rollouts=cost.rollouts, rollout_tokens=cost.tokens)
+
+
+def with_pseudo_gold(problem: Problem, sampled: SampledSolutions, judge: JudgeFn) -> Problem | None:
+    """An open prompt with the majority answer of its sampled solutions as gold; None if it has a gold answer
+    (or no sample states an answer, so there is nothing to agree on).
+
+    The solutions and their terminal leaves are judged again against that pseudo-gold, so rollouts, outcome
+    labels and mined traces all read one answer; ``meta["gold_source"]`` records where it came from. Ties
+    follow ``majority_answer`` (the answer sampled first).
+    """
+    if problem.gold_answer:
+        return None
+    gold = majority_answer([s.answer for s in sampled.solutions])
+    if gold is None:
+        return None
+    for sol in sampled.solutions:
+        sol.correct = bool(judge(sol.text, gold).correct)
+        if sol.path and sol.path[-1].terminal:
+            sol.path[-1].outcome_correct = sol.correct
+    return Problem(problem.problem_id, problem.question, gold, problem.source,
+                   {**problem.meta, "gold_source": PSEUDO_GOLD})
+
+
+def mark_gold_source(label_rows: list[dict], gold_source: str) -> None:
+    """Append ``:<gold_source>`` to the ``label_source`` of every ``step_labels`` row (see the docstring)."""
+    for row in label_rows:
+        row["label_source"] = f"{row['label_source']}:{gold_source}"
