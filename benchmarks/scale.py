@@ -8,8 +8,9 @@ actors and the search workers), measured side by side in one invocation:
    Prints wall, peak RSS, files written, a DuckDB GROUP BY over all the large run's ``step_labels``, and the
    RSS ratio large / small (goal <= 1.25).
 2. Latency-bound: an engine whose every call costs ``--call-latency-s`` (a batched accelerator below
-   saturation: a step costs the same whatever the batch), 1 vs 2 search workers, 64-problem shards; the
-   speed-up of the search phase (goal >= 1.8x: each worker keeps its own programs in flight).
+   saturation: a step costs the same whatever the batch) and whose calls overlap as with continuous batching
+   (``continuous = true``: a call never waits for a batch in progress), 1 vs 2 search workers, 64-problem
+   shards; the speed-up of the search phase (goal >= 1.8x: each worker keeps its own programs in flight).
 3. Engine busy share: ``--small`` problems on 2 engine actors that cost ``--request-latency-s`` per request
    (more than the workers ask for at zero latency, so the engines are the bottleneck, as GPU engines are):
    union busy time / (search wall x 2) (goal >= 80%: the workers keep the engines fed).
@@ -159,7 +160,7 @@ def latency(root: Path, args: argparse.Namespace) -> None:
     lat = {}
     for w in (1, 2):
         r = lat[w] = run(root, f"lat-{w}", args.latency_problems, **{
-            "ray.search_workers": w, "storage.shard_size": 64, "engine.options": {"latency_s": args.call_latency_s}})
+            "ray.search_workers": w, "storage.shard_size": 64, "engine.options": {"latency_s": args.call_latency_s, "continuous": True}})
         print(f"search_workers={w}  search wall={r['search_wall_s']:.1f}s")
     print(f"speed-up 1 -> 2 search workers: {lat[1]['search_wall_s'] / lat[2]['search_wall_s']:.2f}x "
           f"(goal >= 1.8x)")

@@ -28,9 +28,10 @@ def _transformers(config: dict[str, Any]) -> Engine:
 
 
 def _sim(config: dict[str, Any]) -> Engine:
-    from cluster.sim_engine import SimConfig, SimEngine
+    from cluster.sim_engine import ContinuousSimEngine, SimConfig, SimEngine
 
-    return SimEngine(SimConfig(**config))
+    cfg = SimConfig(**config)
+    return ContinuousSimEngine(cfg) if cfg.continuous else SimEngine(cfg)
 
 
 def _vllm(config: dict[str, Any]) -> Engine:

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import re
@@ -79,6 +80,9 @@ class SimConfig:
     vocab_size: int = 49_152  # token ids are word hashes modulo this
     latency_s: float = 0.0  # sleep per generate call, to simulate a slow engine
     latency_per_request_s: float = 0.0  # extra sleep per request in a call
+    # calls overlap as on an engine with continuous batching (vLLM): each call waits its own latency
+    # concurrently with the others (``ContinuousSimEngine``), instead of merged calls sleeping one batch at a time
+    continuous: bool = False
     engine_id: str = "sim"
 
     def __post_init__(self) -> None:
@@ -126,11 +130,13 @@ class SimEngine:
         return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages) + "<|assistant|>\n"
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
-        cfg = self.config
-        delay = cfg.latency_s + cfg.latency_per_request_s * len(requests)
+        delay = self._delay(requests)
         if delay:
             time.sleep(delay)
         return [self._one(req) for req in requests]
+
+    def _delay(self, requests: list[GenRequest]) -> float:
+        return self.config.latency_s + self.config.latency_per_request_s * len(requests)
 
     def _one(self, req: GenRequest) -> GenResult:
         problem = self._read(req.prompt)
@@ -283,3 +289,16 @@ def _first_words(text: str, k: int) -> str:
         if i == k - 1:
             return text[:m.end()]
     return text
+
+
+class ContinuousSimEngine(SimEngine):
+    """The sim as an engine with its own scheduler (``agenerate``): the actor awaits each call directly, so a
+    call that arrives while others wait on their latency starts at once, as a new request joins vLLM's running
+    batch. The latency-bound benchmark uses it: there, throughput is set by how many calls the search keeps in
+    flight, not by calls queueing behind a batch in progress."""
+
+    async def agenerate(self, requests: list[GenRequest]) -> list[GenResult]:
+        delay = self._delay(requests)
+        if delay:
+            await asyncio.sleep(delay)
+        return [self._one(req) for req in requests]

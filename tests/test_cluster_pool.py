@@ -9,7 +9,7 @@ from cluster.actors import ActorSpec, launch_actor
 from cluster.backends import build_engine
 from cluster.engine import GenRequest
 from cluster.pool import EnginePool, GenerationFailed, HashRing, PoolConfig, run_programs_async
-from cluster.sim_engine import SimConfig, SimEngine
+from cluster.sim_engine import ContinuousSimEngine, SimConfig, SimEngine
 from search.program import run_programs
 from tests.cluster_fixtures import FLAKY, POISON, programs, prompts
 
@@ -110,6 +110,17 @@ def test_actor_merges_concurrent_calls_into_one_engine_batch(ray_cluster):
     ray.kill(actor)
 
 
+def test_continuous_sim_serves_concurrent_calls_unmerged_with_the_sims_own_results(ray_cluster):
+    actor = launch_actor(ActorSpec(backend="sim", engine={"latency_s": 0.2, "continuous": True}, num_cpus=0.5))
+    p = next(iter(prompts(1).values()))
+    reqs = [GenRequest(f"c{i}", p, seed=i) for i in range(8)]
+    results = ray.get([actor.generate.remote([r]) for r in reqs])
+    assert [r[0].samples for r in results] == [r.samples for r in SimEngine().generate(reqs)]
+    stats = ray.get(actor.stats.remote())
+    assert stats["calls"] == 8 and stats["batches"] == 8  # awaited one by one, never merged into a batch
+    ray.kill(actor)
+
+
 def test_exhausted_retries_fail_only_that_problem(ray_cluster):
     pool = EnginePool.launch(ActorSpec(backend=FLAKY, num_cpus=0.5), 2, PoolConfig(max_retries=2))
     try:
@@ -128,19 +139,10 @@ def test_exhausted_retries_fail_only_that_problem(ray_cluster):
 
 # ---- honest busy time: the union of in-flight intervals ------------------------------------------------------
 
-class ConcurrentSim(SimEngine):
-    """The sim engine behind ``agenerate``: like vLLM it serves concurrent calls at once (each sleeps)."""
-
-    async def agenerate(self, requests: list[GenRequest]) -> list:
-        import asyncio
-
-        await asyncio.sleep(self.config.latency_s)  # not the sync sleep of generate: the loop stays free
-        return [self._one(req) for req in requests]
+ConcurrentSim = ContinuousSimEngine  # like vLLM it serves concurrent calls at once (each awaits its latency)
 
 
 def concurrent_sim(config: dict) -> ConcurrentSim:
-    from cluster.sim_engine import SimConfig
-
     return ConcurrentSim(SimConfig(**config))
 
 
