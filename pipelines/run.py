@@ -230,12 +230,15 @@ def few_shot_examples(count: int, delimiter: str) -> tuple[tuple[str, str], ...]
 
 
 def sampling_config(cfg: RunConfig) -> SamplingConfig:
+    """The search's sampling settings: ``[sampling]`` plus the python tool of ``[tools]`` (a guided-search
+    recipe has no ``[tools]``: its strategies sample without tool calls)."""
     s = cfg.sampling
+    tools = getattr(cfg, "tools", None)
     return SamplingConfig(n_solutions=s.n_solutions, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                           top_p=s.top_p, delimiter=s.delimiter, seed=s.seed,
                           few_shot=few_shot_examples(s.few_shot, s.delimiter),
-                          system_prompt=s.system_prompt or None, tools=ToolConfig(**cfg.tools.model_dump()),
-                          style=s.style)
+                          system_prompt=s.system_prompt or None, style=s.style,
+                          tools=ToolConfig(**tools.model_dump()) if tools is not None else ToolConfig())
 
 
 def labeling_options(cfg: RunConfig) -> dict[str, Any]:

@@ -7,7 +7,8 @@ import json
 
 from cluster.arith import generate
 from pipelines.config import load_config
-from pipelines.run import execute, problem_program
+from pipelines.run import execute
+from pipelines.search_worker import problem_program
 from search.labeling import make_config
 from search.loaders import load_problems
 from search.problems import Problem
