@@ -3,8 +3,9 @@
 Run: ``PYTHONPATH=. python -m benchmarks.engine_vllm [--problems 64] [--config configs/quickstart.toml]``.
 
 1. A quickstart run (``configs/quickstart.toml`` with ``engine.backend = "vllm"``) on ``--problems`` problems;
-   the driver records every request the run sends to its engines (prompt, prefix, n, max tokens, sampling,
-   seed, stop) by wrapping ``EnginePool.submit``, and every result's completion tokens. Pipeline tokens/s is
+   every request the run sends to its engines (prompt, prefix, n, max tokens, sampling, seed, stop) and every
+   result's completion tokens are recorded where they are sent: in the search workers, by a Ray
+   ``worker_process_setup_hook`` (``record_in_worker``) that wraps ``EnginePool.submit`` and ``_deliver``. Pipeline tokens/s is
    the generated tokens over the search phase's wall time (``summary.search_wall_s``: engines running, the
    tree search waiting on them between waves, Ray and the pool in the middle).
 2. The same requests, tokenized as the vLLM backend does (prompt and prefix separately), replayed in this
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -38,31 +40,47 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 CPU_OPTIONS = {"max_model_len": 4096, "gpu_memory_utilization": 0.1}  # 10% of host memory for the KV cache
 
 
-class Recorder:
-    """Every request the pool is asked for (first time per key) and the completion tokens it delivered."""
+RECORD_ENV = "TRACEMILL_BENCH_RECORD"  # folder the search workers write what they send and receive to
 
-    def __init__(self) -> None:
+
+def record_in_worker() -> None:
+    """Ray's ``worker_process_setup_hook`` for the vLLM run: in every worker process of that run, wrap
+    ``EnginePool.submit`` and ``EnginePool._deliver`` so the search workers (which own the pools that send
+    the run's requests) append each request and each result's completion tokens to ``<folder>/<pid>.jsonl``."""
+    folder = os.environ.get(RECORD_ENV)
+    if not folder:
+        return
+    path = Path(folder) / f"{os.getpid()}.jsonl"
+    submit, deliver = EnginePool.submit, EnginePool._deliver
+
+    def recording_submit(pool: EnginePool, requests: list[GenRequest]) -> int:
+        with path.open("a") as f:
+            f.writelines(json.dumps({"request": request_record(r)}) + "\n" for r in requests)
+        return submit(pool, requests)
+
+    def recording_deliver(pool: EnginePool, key: str, result: GenResult) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps({"key": key, "completion_tokens": result.completion_tokens}) + "\n")
+        return deliver(pool, key, result)
+
+    EnginePool.submit, EnginePool._deliver = recording_submit, recording_deliver
+
+
+class Recorder:
+    """Every request the run's pools were asked for (first time per key) and the completion tokens delivered,
+    read back from the files ``record_in_worker`` wrote."""
+
+    def __init__(self, folder: Path) -> None:
         self.requests: dict[str, GenRequest] = {}
         self.completion_tokens: dict[str, int] = {}
-        self._submit, self._deliver = EnginePool.submit, EnginePool._deliver
-
-    def __enter__(self) -> Recorder:
-        recorder = self
-
-        def submit(pool: EnginePool, requests: list[GenRequest]) -> int:
-            for req in requests:
-                recorder.requests.setdefault(req.request_key, req)
-            return recorder._submit(pool, requests)
-
-        def deliver(pool: EnginePool, key: str, result: GenResult) -> None:
-            recorder.completion_tokens.setdefault(key, result.completion_tokens)
-            return recorder._deliver(pool, key, result)
-
-        EnginePool.submit, EnginePool._deliver = submit, deliver
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        EnginePool.submit, EnginePool._deliver = self._submit, self._deliver
+        for path in sorted(folder.glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                item = json.loads(line)
+                if "request" in item:
+                    r = item["request"]
+                    self.requests.setdefault(r["request_key"], GenRequest(**{**r, "stop": tuple(r["stop"])}))
+                else:
+                    self.completion_tokens.setdefault(item["key"], item["completion_tokens"])
 
 
 def request_record(req: GenRequest) -> dict[str, Any]:
@@ -95,12 +113,22 @@ def run_config(args: argparse.Namespace, backend: str, root: Path) -> Any:
 
 
 def pipeline_run(args: argparse.Namespace, root: Path) -> tuple[Any, Any, Recorder]:
+    """The quickstart-style run on vLLM, its Ray started here with the recording hook in every worker."""
+    import ray
+
     from pipelines.run import execute
 
     cfg = run_config(args, "vllm", root)
-    with Recorder() as recorder:
+    folder = root.parent / "recorded"
+    folder.mkdir(parents=True)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"worker_process_setup_hook": "benchmarks.engine_vllm.record_in_worker",
+                          "env_vars": {RECORD_ENV: str(folder)}})
+    try:
         summary = execute(cfg, run_id="bench-vllm", progress=False, report=False)
-    return cfg, summary, recorder
+    finally:
+        ray.shutdown()
+    return cfg, summary, Recorder(folder)
 
 
 def sim_run(args: argparse.Namespace, root: Path) -> Any:
