@@ -81,7 +81,7 @@ class SamplingSection(_Section):
     top_p: Float = Field(0.95, gt=0, le=1)
     delimiter: str = Field("\n\n", min_length=1)  # step separator
     seed: Seed = 0
-    few_shot: Int = Field(1, ge=0, le=64)  # worked examples put before the question
+    few_shot: Int = Field(1, ge=0, le=64)  # worked arith examples put before arith questions (no other source gets them)
     system_prompt: str = ""
     style: Literal["step-by-step", "chain-of-draft"] = "step-by-step"  # prompt preset (search.sampling.PROMPT_STYLES)
 
@@ -220,3 +220,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 raise ConfigError(f"config error: {dotted}: {part} is not a section")
         node[leaf] = value
     return parse_config(data, model)
+
+
+def run_delimiter(record: Any) -> str:
+    """The step delimiter a stored run split its solutions with (``sampling.delimiter`` of its config), so every
+    later stage (mining's reflections and filters, PRM export) splits steps the same way."""
+    sampling = json.loads(record.config_json or "{}").get("sampling", {})
+    return sampling.get("delimiter", SamplingSection.model_fields["delimiter"].default)

@@ -33,6 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.config import run_delimiter
 from pipelines.formats import (
     PrmConfig,
     SftConfig,
@@ -68,7 +69,7 @@ class BuildOptions:
         cfg = json.loads(record.config_json or "{}")
         sampling, mining = cfg.get("sampling", {}), cfg.get("mining", {})
         prm = PrmConfig(after_error=after_error or mining.get("prm_after_error", "cut"),
-                        delimiter=sampling.get("delimiter", PrmConfig.delimiter))
+                        delimiter=run_delimiter(record))
         return cls(prm, SftConfig(system=sampling.get("system_prompt", ""),
                                   tools=bool(cfg.get("tools", {}).get("python", False))))
 

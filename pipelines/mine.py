@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipelines.config import run_delimiter
 from pipelines.filters import FilterConfig, apply_filters, load_eval_texts
-from search.reflection import StepLabel
+from search.reflection import ReflectionConfig, StepLabel
 from search.traces import MINERS, Labels, MineConfig, Solution, mine, shortest_correct
 from search.tree import Node, Tree
 from storage.catalog import Catalog
@@ -77,11 +78,13 @@ def mine_run(root: Path = DEFAULT_ROOT, run_id: str = "", kind: str = "shortest"
 
     ``eval_sets``: files or folders of eval questions (JSONL/JSON) to decontaminate against (13-gram).
     """
-    require_run(root, run_id)
+    record = require_run(root, run_id)
     if kind not in MINERS:
         raise ValueError(f"unknown trace kind {kind!r}; known: {sorted(MINERS)}")
+    delimiter = run_delimiter(record)  # reflections are steps of their own; near-dup shingles split steps
     cfg = MineConfig(mode=mode, seed=seed, max_traces_per_problem=max_traces_per_problem,
-                     max_wrong_per_node=max_wrong_per_node, max_wrong_per_trace=max_wrong_per_trace)
+                     max_wrong_per_node=max_wrong_per_node, max_wrong_per_trace=max_wrong_per_trace,
+                     reflection=ReflectionConfig(delimiter=delimiter))
     with Catalog(root) as cat:
         labels = load_labels(cat, run_id, strategy)
         if kind == "shortest":
@@ -95,7 +98,7 @@ def mine_run(root: Path = DEFAULT_ROOT, run_id: str = "", kind: str = "shortest"
     steps = ("exact_dup", "near_dup", "contamination", "per_problem_cap") if eval_texts else \
         ("exact_dup", "near_dup", "per_problem_cap")
     result = apply_filters(table, FilterConfig(steps=steps, eval_texts=eval_texts, per_problem_cap=per_problem_cap,
-                                               threshold=near_dup_threshold), "traces", run_id)
+                                               threshold=near_dup_threshold, delimiter=delimiter), "traces", run_id)
     with ShardWriter(root, run_id) as writer:
         writer.replace(f"traces-{kind}", {"traces": result.kept, "filtered": result.filtered})
     return {"mined": table.num_rows, "kept": result.kept.num_rows, "filtered": result.filtered.num_rows}

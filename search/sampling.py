@@ -66,6 +66,9 @@ class SamplingConfig:
     delimiter: str = DEFAULT_DELIMITER  # step separator
     seed: int = 0  # base seed; per-request seeds derive from the request key
     few_shot: tuple[tuple[str, str], ...] = ()  # (question, solution) turns put before the question
+    # the problem source the worked examples are written for: only its problems get them (arith examples in
+    # front of a GSM8K, MATH or ProcessBench question would teach the wrong format and leak nothing useful)
+    few_shot_source: str = "arith"
     system_prompt: str | None = None
     tools: ToolConfig = field(default_factory=ToolConfig)  # tools.python: run code blocks, continue after output
     style: str = "step-by-step"  # prompt preset: one of PROMPT_STYLES
@@ -119,12 +122,14 @@ def build_prompt(template_fn: TemplateFn, problem: Problem, cfg: SamplingConfig)
 
 
 def prompt_messages(problem: Problem, cfg: SamplingConfig) -> list[dict[str, str]]:
-    """The conversation a prompt renders: system prompt, few-shot turns, then the question (in ``cfg.style``)."""
+    """The conversation a prompt renders: system prompt, few-shot turns (for problems of ``cfg.few_shot_source``),
+    then the question (in ``cfg.style``)."""
     messages: list[dict[str, str]] = []
     if cfg.system_prompt:
         messages.append({"role": "system", "content": cfg.system_prompt})
     draft = cfg.style == "chain-of-draft"
-    for question, solution in cfg.few_shot:
+    examples = cfg.few_shot if problem.source.split(":")[0] == cfg.few_shot_source else ()
+    for question, solution in examples:
         if draft:
             question, solution = f"{question}\n\n{CHAIN_OF_DRAFT}", draft_solution(solution, cfg.delimiter)
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": solution}]

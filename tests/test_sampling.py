@@ -1,18 +1,29 @@
 import pytest
 
+from search.problems import Problem
 from search.program import run_program
-from search.sampling import SamplingConfig, build_prompt, sample_solutions, step_token_counts
+from search.sampling import SamplingConfig, build_prompt, prompt_messages, sample_solutions, step_token_counts
 from search.tree import split_steps
 from tests.labeling_fixtures import FakeEngine, judge, problem, solution_text
 
 
 def test_build_prompt_puts_system_and_few_shot_turns_before_the_question():
-    cfg = SamplingConfig(system_prompt="Be brief.", few_shot=[("1+1?", "2")])
+    cfg = SamplingConfig(system_prompt="Be brief.", few_shot=[("1+1?", "2")], few_shot_source="test")
     seen = []
     prompt = build_prompt(lambda msgs: seen.append(msgs) or "P", problem(), cfg)
     assert prompt == "P"
     assert [m["role"] for m in seen[0]] == ["system", "user", "assistant", "user"]
     assert seen[0][-1]["content"] == problem().question
+
+
+def test_worked_examples_go_only_before_problems_of_their_source():
+    arith = Problem.make("Ann has 3 apples. She buys 2 more. How many apples does she have now?", "5", "arith")
+    gsm8k = Problem.make("A robe takes 2 bolts of blue fiber. How many bolts in total?", "3", "gsm8k")
+    bench = Problem.make("What is 2 + 2?", "4", "processbench:gsm8k-1")
+    cfg = SamplingConfig(few_shot=[("1+1?", "2")])  # the run's examples are arith ones
+    assert [m["role"] for m in prompt_messages(arith, cfg)] == ["user", "assistant", "user"]
+    for other in (gsm8k, bench):
+        assert [m["content"] for m in prompt_messages(other, cfg)] == [other.question]
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
