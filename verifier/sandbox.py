@@ -152,25 +152,25 @@ def _seccomp_filter() -> bytes:
 
 def _parent_dirs(binds: list[str]) -> list[str]:
     """``--dir`` arguments making every mount point's parents traversable: bwrap creates them mode 0700,
-    which the unprivileged code could not pass through."""
+    which the unprivileged code could not pass through. ``WORKDIR`` (already mounted, mode 1777) is left as is."""
     dests = [binds[i + 2] for i, arg in enumerate(binds) if arg in ("--ro-bind", "--symlink")]
     parents = {os.path.dirname(d) for d in dests}
     ancestors: set[str] = set()
     for parent in parents:
-        while parent not in ("/", ""):
+        while parent not in ("/", "", WORKDIR):
             ancestors.add(parent)
             parent = os.path.dirname(parent)
     return [a for path in sorted(ancestors, key=len) for a in ("--perms", "0755", "--dir", path)]
 
 
 def _site_packages() -> list[str]:
-    """Installed-package dirs on the parent's path (for ``allow_site_packages``), outside the project."""
-    project = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    """Installed-package dirs on the parent's path (for ``allow_site_packages``). The project's own packages
+    stay out even where its ``.venv`` sits inside the checkout: an editable install reaches them only through
+    a finder that points at the (unmounted) source, and no ``.pth`` file runs (``-S``, plain path entries)."""
     dirs = []
     for path in sys.path:
         real = os.path.realpath(path) if path else ""
-        if os.path.basename(real) in ("site-packages", "dist-packages") and os.path.isdir(real) \
-                and not real.startswith(project + os.sep) and real not in dirs:
+        if os.path.basename(real) in ("site-packages", "dist-packages") and os.path.isdir(real) and real not in dirs:
             dirs.append(real)
     return dirs
 
@@ -197,8 +197,10 @@ def _argv(bwrap: str, cpu_s: int, memory_mb: int, file_size_mb: int, disk_mb: in
     return [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             *privilege, "--die-with-parent", "--new-session", "--clearenv",
             *itertools.chain.from_iterable(("--setenv", k, v) for k, v in THREAD_CAPS.items()),
-            *_parent_dirs(binds), *binds, "--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--size", str(disk_mb * 2**20), "--tmpfs", WORKDIR, "--chdir", WORKDIR,
+            # the tmpfs first: an interpreter or venv that lives under /tmp (a checkout in /tmp) is bound over it,
+            # not hidden by it
+            "--perms", "1777", "--size", str(disk_mb * 2**20), "--tmpfs", WORKDIR,
+            *_parent_dirs(binds), *binds, "--proc", "/proc", "--dev", "/dev", "--chdir", WORKDIR,
             "--perms", "0444", "--ro-bind-data", str(code_fd), CODE_PATH, "--remount-ro", "/",
             *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
             exe, *flags, "-c", bootstrap, CODE_PATH, str(cpu_s), str(memory_mb * 2**20), str(file_size_mb * 2**20),
