@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from cluster import sim_code
 from cluster.pool import EnginePool, PoolConfig, ProgramDriver
@@ -294,6 +294,10 @@ def run_shards(workers: list[Any], shards: Iterator[tuple[str, list[Problem]]], 
             i, probe = polls.pop(ref)
             try:
                 finished = ray.get(ref)
+            except RayTaskError as err:  # the worker's search raised: a storage fault is the worker's own error
+                if isinstance(err.cause, OSError):  # (ENOSPC, EROFS: one line in the CLI, the run marked failed)
+                    raise err.cause from err
+                raise
             except RayActorError:  # died (or restarting): what it had not reported goes out again
                 redone += len(held[i])
                 redo.extend((name, problems, attempt + 1) for name, (problems, attempt) in held[i].items())
