@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2, help="search workers of the memory runs")
-    parser.add_argument("--latency-problems", type=int, default=2_000)
+    parser.add_argument("--latency-problems", type=int, default=4_000)
     parser.add_argument("--call-latency-s", type=float, default=0.1)
     parser.add_argument("--request-latency-s", type=float, default=0.01)
     parser.add_argument("--parts", default="memory,latency,busy", help="which parts to run (comma-separated)")
