@@ -35,6 +35,7 @@ from rich.table import Table
 from cluster.engine import request_key
 from cluster.pool import EnginePool, PoolConfig, run_programs_async
 from pipelines.config import (
+    NAME_PATTERN,
     ConfigError,
     EngineConfig,
     ProblemsConfig,
@@ -90,7 +91,7 @@ class SearchSection(_Section):
 
 
 class SearchConfig(_Section):
-    name: str = "search"
+    name: str = Field("search", pattern=NAME_PATTERN)  # starts the run id, a path component (as a run's name)
     problems: ProblemsConfig = ProblemsConfig()
     engine: EngineConfig = EngineConfig()
     sampling: SamplingSection = SamplingSection()

@@ -48,7 +48,8 @@ def huge_array(path: Path) -> dict:
     return {"format": None, "good": 2, "bad": {"2": "nested too deeply"}}
 
 
-def _check_file(path: Path, expected: dict) -> None:
+def _check_file(path: Path, expected: dict) -> tuple[int, int]:
+    """Assert every bad row of ``path`` is a reject with its expected reason; (rejects, problems) loaded."""
     problems, rejects = load_problems(path, expected["format"])
     by_row = {r["source"].rsplit(":", 1)[1]: r for r in rejects}
     assert len(by_row) == len(rejects), "one reject per row"
@@ -61,16 +62,19 @@ def _check_file(path: Path, expected: dict) -> None:
             value.encode("utf-8")
     assert len(problems) == expected["good"], path.name
     assert all(p.question.startswith("good") for p in problems), [p.question[:40] for p in problems]
+    return len(rejects), len(problems)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_bad_row_is_a_reject_with_its_reason_and_the_good_rows_load(name):
-    _check_file(FIXTURES / name, EXPECTED[name])
+    expected = EXPECTED[name]
+    assert _check_file(FIXTURES / name, expected) == (len(expected["bad"]), expected["good"])
 
 
 def test_rows_too_big_to_commit_are_rejects_too(tmp_path):
-    _check_file(tmp_path / "huge.jsonl", huge_rows(tmp_path / "huge.jsonl"))
-    _check_file(tmp_path / "huge.json", huge_array(tmp_path / "huge.json"))
+    for path, build in ((tmp_path / "huge.jsonl", huge_rows), (tmp_path / "huge.json", huge_array)):
+        expected = build(path)
+        assert _check_file(path, expected) == (len(expected["bad"]), expected["good"])
 
 
 def test_the_fixture_set_is_at_least_the_issues_size():

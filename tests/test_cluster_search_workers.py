@@ -100,8 +100,9 @@ def _capture(out: dict, fn, *args, **kwargs) -> None:
 
 
 def test_killed_search_worker_has_its_shards_redone_once(ray_cluster, tmp_path, monkeypatch):
-    _with_fault(ray_cluster, tmp_path, monkeypatch, lambda workers: 0,
-                lambda victim: ray.kill(victim, no_restart=False))
+    summary = _with_fault(ray_cluster, tmp_path, monkeypatch, lambda workers: 0,
+                          lambda victim: ray.kill(victim, no_restart=False))
+    assert summary.redone_shards >= SHARDS // WORKERS  # every shard the killed worker held went out again
 
 
 def test_removed_node_of_a_search_worker_loses_no_row(ray_cluster, tmp_path, monkeypatch):

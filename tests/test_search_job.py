@@ -131,6 +131,7 @@ def test_mc_scorer_recipe_scores_steps_by_rollouts(tmp_path):
     ("search.scorer={name='prm',options={path='no_such_dir'}}", "not a folder written by train-prm"),
     ("search.scorer.options={kk=3}", "search.scorer.options"),
     ("labeling.strategy='linear'", "labeling: unknown key"),
+    ("name='../escape'", "name"),
 ])
 def test_a_bad_recipe_exits_2_with_one_line_and_writes_nothing(tmp_path, setting, message):
     root = tmp_path / "data"
