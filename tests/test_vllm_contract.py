@@ -13,6 +13,7 @@ import pytest
 from cluster.engine import GenRequest
 from cluster.vllm_engine import (
     CPU_BATCHED_TOKENS,
+    CPU_KV_CACHE_BYTES,
     VLLMConfig,
     engine_kwargs,
     finish_reason,
@@ -21,6 +22,7 @@ from cluster.vllm_engine import (
     sampling_kwargs,
     to_result,
 )
+from tests.cluster_fixtures import VLLM_TEST_KV_BYTES as TEST_KV_BYTES
 
 
 @dataclass
@@ -89,10 +91,13 @@ def test_config_rejects_unknown_keys_and_bad_values():
         VLLMConfig(model="m", tensor_parallel_size=0)
 
 
-def test_cpu_defaults_turn_chunked_prefill_off_and_size_memory_for_the_host():
+def test_cpu_defaults_turn_chunked_prefill_off_and_size_the_kv_cache_in_bytes():
     cpu = engine_kwargs(VLLMConfig(model="m"), gpu=False)
     assert cpu["enable_chunked_prefill"] is False and cpu["enforce_eager"] is True
-    assert cpu["gpu_memory_utilization"] == 0.2
+    # a share of the node's memory minus the worker's own size fails on a small node: an explicit size does not
+    assert cpu["kv_cache_memory_bytes"] == CPU_KV_CACHE_BYTES and "gpu_memory_utilization" not in cpu
+    share = engine_kwargs(VLLMConfig(model="m", gpu_memory_utilization=0.5), gpu=False)
+    assert share["gpu_memory_utilization"] == 0.5 and "kv_cache_memory_bytes" not in share
     assert "max_num_batched_tokens" not in cpu  # vLLM raises it to the model's length without chunked prefill
     long = engine_kwargs(VLLMConfig(model="m", max_model_len=16384), gpu=False)
     assert long["max_num_batched_tokens"] == 16384 >= long["max_model_len"]
@@ -104,15 +109,16 @@ def test_cpu_defaults_turn_chunked_prefill_off_and_size_memory_for_the_host():
 def test_gpu_defaults_keep_vllm_own_scheduling():
     gpu = engine_kwargs(VLLMConfig(model="m", tensor_parallel_size=2), gpu=True)
     assert gpu["gpu_memory_utilization"] == 0.85 and gpu["enforce_eager"] is False
+    assert "kv_cache_memory_bytes" not in gpu
     assert "enable_chunked_prefill" not in gpu and "max_num_batched_tokens" not in gpu
     assert gpu["distributed_executor_backend"] == "ray"
 
 
 def test_cpu_defaults_are_overridable_from_the_config_and_engine_args():
-    cfg = VLLMConfig(model="m", gpu_memory_utilization=0.1, enforce_eager=False, max_model_len=1024,
+    cfg = VLLMConfig(model="m", kv_cache_memory_bytes=2**29, enforce_eager=False, max_model_len=1024,
                      engine_args={"enable_chunked_prefill": True, "max_num_batched_tokens": 256})
     kwargs = engine_kwargs(cfg, gpu=False)
-    assert (kwargs["gpu_memory_utilization"], kwargs["enforce_eager"]) == (0.1, False)
+    assert (kwargs["kv_cache_memory_bytes"], kwargs["enforce_eager"]) == (2**29, False)
     assert (kwargs["enable_chunked_prefill"], kwargs["max_num_batched_tokens"]) == (True, 256)
     assert engine_kwargs(VLLMConfig(model="m", enforce_eager=True), gpu=True)["enforce_eager"] is True
 
@@ -124,7 +130,7 @@ def engine():
     from cluster.vllm_engine import VLLMEngine
 
     pytest.importorskip("vllm")  # only where the Makefile cannot install vLLM (not on x86-64 Linux)
-    eng = VLLMEngine(VLLMConfig(model=str(resolve_model("smollm2-135m-instruct")), gpu_memory_utilization=0.1))
+    eng = VLLMEngine(VLLMConfig(model=str(resolve_model("smollm2-135m-instruct")), kv_cache_memory_bytes=TEST_KV_BYTES))
     yield eng
     eng.shutdown()
 
@@ -136,7 +142,7 @@ def test_vllm_engine_uses_cpu_safe_defaults_without_a_gpu(engine):
     if not has_gpu():
         assert engine.engine_kwargs["enable_chunked_prefill"] is False
         assert engine.engine_kwargs["enforce_eager"] is True
-        assert engine.engine_kwargs["gpu_memory_utilization"] == 0.1  # the test's own share wins
+        assert engine.engine_kwargs["kv_cache_memory_bytes"] == TEST_KV_BYTES  # the test's own size wins
 
 
 def test_vllm_engine_meets_the_engine_contract(engine):

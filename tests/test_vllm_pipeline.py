@@ -18,14 +18,14 @@ from pipelines.config import load_config
 from pipelines.run import RunSummary, execute
 from storage.catalog import Catalog
 from storage.runs import read_run
-from tests.cluster_fixtures import capture_pools
+from tests.cluster_fixtures import VLLM_TEST_KV_BYTES, capture_pools
 
 pytest.importorskip("vllm")  # only where the Makefile cannot install vLLM (it does on x86-64 Linux)
 
 TABLES = ("problems", "solutions", "nodes", "rollouts", "step_labels", "traces", "rejects")
 OVERRIDES = {"problems.n": 2, "problems.mix": {1: 1.0}, "ray.num_cpus": 2, "ray.max_retries": 5,
              "engine.backend": "vllm", "engine.model": "smollm2-135m-instruct", "engine.num_cpus": 1,
-             "engine.options": {"gpu_memory_utilization": 0.1}, "sampling.n_solutions": 2,
+             "engine.options": {"kv_cache_memory_bytes": VLLM_TEST_KV_BYTES}, "sampling.n_solutions": 2,
              "sampling.max_new_tokens": 24, "labeling.strategy": "linear", "labeling.options": {"k": 2},
              "mining.kinds": ["shortest"], "mining.datasets": False}
 
