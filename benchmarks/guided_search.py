@@ -25,9 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from cluster.problems.loaders import load_arith  # noqa: E402
 from cluster.sim_engine import SimConfig, SimEngine  # noqa: E402
 from search.guided import STRATEGIES, make_config, make_scorer  # noqa: E402
-from search.loaders import load_arith  # noqa: E402
 from search.program import run_programs  # noqa: E402
 from search.sampling import SamplingConfig, build_prompt  # noqa: E402
 from verifier.answers import judge  # noqa: E402
@@ -64,8 +64,8 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.real:
+        from cluster.problems.few_shot import few_shot_examples
         from cluster.transformers_engine import TransformersEngine
-        from pipelines.run import few_shot_examples
 
         engine, extra = TransformersEngine("smollm2-135m-instruct"), REAL_TOKENS
         scfg = SamplingConfig(few_shot=few_shot_examples(1, "\n\n"))

@@ -2,7 +2,7 @@
 
 Samples solutions to arith problems of 1-11 operations (2-12 steps with the answer step) from the sim
 engine, labels them with each strategy and decision rule at several budgets, and scores predictions against
-``cluster.arith.first_error``. One invocation runs every recovery rate of ``--recovery-rates`` (default: the
+``cluster.problems.arith.first_error``. One invocation runs every recovery rate of ``--recovery-rates`` (default: the
 sim's 5% and 20%), each without and with the arithmetic-claim checker, and prints per row the F1, its
 difference to linear k=4 (Math-Shepherd's best setting here) and the rollout ratio to it; ``goal`` marks
 rows with F1 >= linear k=4's + 0.15 at <= 25% of its rollouts. Writes F1 vs rollouts/solution (no checker,
@@ -23,12 +23,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cluster.arith import first_error, parse_step  # noqa: E402
+from cluster.problems.arith import first_error, parse_step  # noqa: E402
+from cluster.problems.loaders import load_arith  # noqa: E402
+from cluster.problems.problem import Problem  # noqa: E402
 from cluster.sim_engine import SimConfig, SimEngine  # noqa: E402
-from search.eval_labels import LabelQuality, evaluate  # noqa: E402
+from pipelines.evaluate.scores import LabelQuality, evaluate  # noqa: E402
 from search.labeling import STRATEGIES, LabelResult, make_config  # noqa: E402
-from search.loaders import load_arith  # noqa: E402
-from search.problems import Problem  # noqa: E402
 from search.program import Program, run_programs  # noqa: E402
 from search.sampling import SampledSolutions, SamplingConfig, build_prompt, sample_solutions  # noqa: E402
 

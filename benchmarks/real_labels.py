@@ -15,8 +15,9 @@ import copy
 import time
 
 from cluster.transformers_engine import TransformersEngine
+from pipelines.build import labeling_options, sampling_config
 from pipelines.config import load_config
-from pipelines.run import labeling_options, load_inputs, sampling_config
+from pipelines.inputs import load_inputs
 from search.labeling import STRATEGIES, make_config
 from search.program import run_programs
 from search.sampling import build_prompt, sample_solutions
@@ -35,7 +36,7 @@ def main() -> None:
     cfg = load_config(args.config, {"problems.n": args.problems})
     engine = TransformersEngine(cfg.engine.model, max_batch_size=cfg.engine.max_batch_size)
     scfg = sampling_config(cfg)
-    problems, _ = load_inputs(cfg)
+    problems, _ = load_inputs(cfg.problems)
     prompts = {p.problem_id: build_prompt(engine.apply_chat_template, p, scfg) for p in problems}
     sampled = run_programs({p.problem_id: sample_solutions(p, prompts[p.problem_id], scfg, judge)
                             for p in problems}, engine.generate)

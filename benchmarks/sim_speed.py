@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from cluster.arith import generate, split_solution
 from cluster.engine import GenRequest
+from cluster.problems.arith import generate
+from cluster.problems.steps import step_texts
 from cluster.sim_engine import SimConfig, SimEngine
 
 MIX = {k: 1.0 for k in range(2, 13)}  # the labeling benchmark's 2-12 step problems
@@ -20,7 +21,7 @@ def _steps_per_s(engine: SimEngine, requests: list[GenRequest], delimiter: str) 
     start = time.perf_counter()
     results = engine.generate(requests)
     elapsed = time.perf_counter() - start
-    steps = sum(len(split_solution(s.text, delimiter)) for r in results for s in r.samples)
+    steps = sum(len(step_texts(s.text, delimiter)) for r in results for s in r.samples)
     return steps / elapsed, steps
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     full_rate, full_steps = _steps_per_s(engine, full, cfg.delimiter)
 
     solutions = [r.samples[0].text for r in engine.generate(full)]
-    halves = [split_solution(text, cfg.delimiter) for text in solutions]
+    halves = [step_texts(text, cfg.delimiter) for text in solutions]
     prefixes = [cfg.delimiter.join(steps[:len(steps) // 2]) + cfg.delimiter for steps in halves]
     cont = [GenRequest(f"c{i}", p, prefix, n=args.n, max_new_tokens=1000, stop=(cfg.delimiter,), seed=i)
             for i, (p, prefix) in enumerate(zip(prompts, prefixes, strict=True))]

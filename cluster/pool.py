@@ -17,13 +17,12 @@ comes back within ``max_unhealthy_s``. An engine error in a call shared by
 many requests re-sends each of them in a call of its own without spending an attempt, so one bad request
 cannot use up its neighbours' retries. Requests are deduplicated by
 ``request_key`` while in flight, so each is computed once however many tickets ask for it. When retries
-run out the ticket completes with a ``GenerationFailed`` instead of results, and the driver
-``run_programs_async`` reports that problem as failed while the rest of the run goes on.
+run out the ticket completes with a ``GenerationFailed`` instead of results, and the program driver
+(``search.program.ProgramDriver``) reports that problem as failed while the rest of the run goes on.
 
 Example:
     >>> pool = EnginePool.launch(ActorSpec(backend="sim"), num_actors=2)  # doctest: +SKIP
     >>> results = pool.generate([GenRequest("k", "1+1=", group="p1")])  # doctest: +SKIP
-    >>> outcome = run_programs_async({"p1": program}, pool)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -391,93 +390,3 @@ class EnginePool:
                 self._fail(key, GenerationFailed(key, self._pending[key].attempts,
                                                  f"no healthy engine for {self.config.max_unhealthy_s:.0f} s "
                                                  f"after {type(err).__name__}: {err}"))
-
-
-@dataclass
-class ProgramsOutcome:
-    results: dict[str, Any] = field(default_factory=dict)  # program key -> its return value (no on_done only)
-    failed: dict[str, str] = field(default_factory=dict)  # program key -> why its generation failed
-
-
-class ProgramDriver:
-    """Advances search programs (see ``search.program``) against a pool, each as soon as ITS results arrive.
-
-    ``start`` runs a program up to its first batch; ``step`` blocks until some batches complete and advances
-    those programs. A finished program goes to ``on_done(key, value)``; one whose requests fail after all
-    retries is closed and goes to ``on_failed(key, error)``; exceptions raised by a program itself propagate.
-    Nothing is kept once reported, so a driver that runs for a million programs holds only the active ones.
-    """
-
-    def __init__(self, pool: EnginePool, on_done: Callable[[str, Any], None],
-                 on_failed: Callable[[str, str], None]) -> None:
-        self.pool = pool
-        self._on_done = on_done
-        self._on_failed = on_failed
-        self._active: dict[int, tuple[str, Any]] = {}  # ticket -> (key, program waiting on it)
-
-    @property
-    def active(self) -> int:
-        """Programs waiting on results."""
-        return len(self._active)
-
-    def start(self, key: str, program: Any) -> None:
-        self._advance(key, program, None)
-
-    def step(self) -> None:
-        """Wait for at least one active program's results and advance every program whose results are in."""
-        completed = self.pool.wait(self._active.keys())
-        if not completed:
-            raise RuntimeError(f"{len(self._active)} programs wait on results that can no longer arrive")
-        for ticket, result in completed:
-            key, prog = self._active.pop(ticket)
-            if isinstance(result, GenerationFailed):
-                prog.close()
-                self._on_failed(key, str(result))
-            else:
-                self._advance(key, prog, result)
-
-    def _advance(self, key: str, prog: Any, sent: list[GenResult] | None) -> None:
-        try:
-            reqs = prog.send(sent) if sent is not None else next(prog)
-            while not reqs:  # a program may yield an empty list; answer it at once
-                reqs = prog.send([])
-        except StopIteration as stop:
-            self._on_done(key, stop.value)
-            return
-        self._active[self.pool.submit(reqs)] = (key, prog)
-
-
-def run_programs_async(programs: Mapping[str, Any] | Iterable[tuple[str, Any]], pool: EnginePool,
-                       on_done: Callable[[str, Any], None] | None = None,
-                       on_failed: Callable[[str, str], None] | None = None,
-                       max_active: int = 256) -> ProgramsOutcome:
-    """Drive search programs so every actor stays busy (a ``ProgramDriver`` fed from ``programs``).
-
-    At most ``max_active`` programs wait on results at once; programs are started lazily from ``programs``,
-    which may be a generator of ``(key, program)`` pairs. Results are kept in ``outcome.results`` only when
-    there is no ``on_done`` (a caller with ``on_done`` owns them, so a long stream holds none); failures go
-    to ``on_failed`` and ``outcome.failed``.
-    """
-    if max_active < 1:
-        raise ValueError("max_active must be >= 1")
-    items = iter(programs.items() if isinstance(programs, Mapping) else programs)
-    outcome = ProgramsOutcome()
-
-    def done(key: str, value: Any) -> None:
-        if on_done is None:
-            outcome.results[key] = value
-        else:
-            on_done(key, value)
-
-    def failed(key: str, error: str) -> None:
-        outcome.failed[key] = error
-        if on_failed is not None:
-            on_failed(key, error)
-
-    driver = ProgramDriver(pool, done, failed)
-    while True:
-        while driver.active < max_active and (nxt := next(items, None)) is not None:
-            driver.start(*nxt)
-        if not driver.active:
-            return outcome
-        driver.step()

@@ -17,9 +17,9 @@ The policy slips in three ways, each with its own rate: a logic error goes into 
 or operand, which runs and prints a wrong value that the step then states: only rollouts can tell), a crash
 (``print(totl + 7)``: NameError; the step then states its mental arithmetic), and a misstatement (the step
 states a value other than the one printed). ``first_error`` is the exact truth: a step is wrong when
-``cluster.arith.first_error`` says so (wrong value or arithmetic) or when its code does not compute what it
+``cluster.problems.arith.first_error`` says so (wrong value or arithmetic) or when its code does not compute what it
 states (it crashes, or prints another number), evaluated from the code's text by the sim's own grammar, never
-by running it. This module lives in ``cluster/`` beside the sim, which may not import ``search``.
+by running it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from __future__ import annotations
 import random
 import re
 
-from cluster import arith
+from cluster.problems import arith
+from cluster.problems.steps import DEFAULT_DELIMITER, step_texts
 
 CODE_OPEN, FENCE, OUTPUT_OPEN = "```python\n", "```", "```output\n"  # the same text as search/tools.py
 PY_OPS = {"+": "+", "-": "-", "*": "*", "/": "//"}  # the sim's "/" is floor division (arith.OPS)
@@ -93,9 +94,9 @@ def supported(step: str) -> bool:
     return not crashes and claim[3] == arith.OPS[op](a, b)
 
 
-def first_error(question: str, solution_text: str, delimiter: str = "\n\n") -> int:
+def first_error(question: str, solution_text: str, delimiter: str = DEFAULT_DELIMITER) -> int:
     """0-based index of the first wrong step (``arith.first_error``, plus code that does not back its claim)."""
     errors = [arith.first_error(question, solution_text, delimiter)]
-    errors += [i for i, step in enumerate(arith.split_solution(solution_text, delimiter)) if not supported(step)][:1]
+    errors += [i for i, step in enumerate(step_texts(solution_text, delimiter)) if not supported(step)][:1]
     found = [e for e in errors if e >= 0]
     return min(found) if found else -1

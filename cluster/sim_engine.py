@@ -5,7 +5,7 @@ It reads the arith question back out of the prompt, then writes one step per ope
 slip: an arithmetic error (a wrong result), a logic error (wrong operation or operand, arithmetic right), and
 once off track it computes on from its own wrong value, sometimes landing back on the true value by a
 compensating slip ("recovery": the false-positive case for Monte Carlo labels). Each problem has a latent
-skill drawn from its question text, so MC values vary between problems. ``cluster.arith.first_error`` gives
+skill drawn from its question text, so MC values vary between problems. ``cluster.problems.arith.first_error`` gives
 the exact first wrong step of anything it writes.
 
 It continues from any prefix: it parses the values already written and goes on from the last one (right or
@@ -16,7 +16,7 @@ whitespace-separated words, ids are word hashes; there is no cache, so ``cached_
 
 Example::
 
-    >>> from cluster.arith import generate
+    >>> from cluster.problems.arith import generate
     >>> eng = SimEngine(SimConfig())
     >>> prompt = eng.apply_chat_template([{"role": "user", "content": generate(1, 0)[0].question}])
     >>> out = eng.generate([GenRequest("k", prompt, n=2, seed=7)])[0]
@@ -37,16 +37,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cluster import sim_code
-from cluster.arith import (
-    OPS,
-    ArithSpec,
-    format_answer,
-    format_step,
-    parse_question,
-    parse_step,
-    split_solution,
-)
 from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
+from cluster.problems.arith import OPS, ArithSpec, format_answer, format_step, parse_question, parse_step
+from cluster.problems.steps import step_texts
 from cluster.requests import StopChecker, make_result
 
 ARITH_SLIPS = (-10, -2, -1, 1, 2, 10)  # how far a wrong result lands from the computed one
@@ -183,7 +176,7 @@ class SimEngine:
         delim = self.config.delimiter
         tail = prefix.rsplit(delim, 1)[-1]
         partial = tail if tail.strip() else ""
-        done = split_solution(prefix[:len(prefix) - len(partial)], delim)
+        done = step_texts(prefix[:len(prefix) - len(partial)], delim)
         h, value = problem.base_hash, problem.chain[0]
         for step in done:
             parsed = parse_step(step)

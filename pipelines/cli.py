@@ -249,7 +249,7 @@ def export_cmd(run_id: RunArg,
     Example: tracemill export RUN_ID --out data/run1 --test-fraction 0.1
     """
     from pipelines.export import ExportOptions, export
-    from pipelines.formats import SFT_STYLES
+    from search.traces.formats import SFT_STYLES
 
     if labels not in ("hard", "soft"):
         fail(f"--labels must be hard or soft (got {labels!r})")
@@ -321,7 +321,7 @@ def eval_labels(run_id: RunArg, root: RootOpt = DEFAULT_ROOT,
 
     Example: tracemill eval labels sim-20261121-101500-ab12cd
     """
-    from pipelines.evaluate import label_quality
+    from pipelines.evaluate.labels import label_quality
 
     _require_run(root, run_id)
     try:
@@ -355,7 +355,12 @@ def eval_processbench_cmd(
 
     Example: tracemill eval processbench --verifier arith --data-dir ../shared/data/processbench
     """
-    from pipelines.eval_processbench import DEFAULT_DATA, EvalOptions, eval_processbench, predictions_from_run
+    from pipelines.evaluate.processbench import (
+        DEFAULT_DATA,
+        EvalOptions,
+        eval_processbench,
+        predictions_from_run,
+    )
 
     data = data_dir or DEFAULT_DATA
     if not data.is_dir():
@@ -482,7 +487,7 @@ def submit(config: Annotated[Path, typer.Argument(help="TOML recipe to run on th
 
     Example: tracemill submit --address http://10.0.0.1:8265 --token "$(cat ~/.ray/auth_token)" configs/sim.toml
     """
-    from pipelines.run import new_run_id
+    from pipelines.build import new_run_id
     from pipelines.submit import AlreadySubmitted
     from pipelines.submit import submit as submit_job
 

@@ -73,6 +73,11 @@ class EngineConfig(_Section):
     max_batch_size: Int = Field(16, ge=1, le=65_536)  # sequences decoded together inside one engine
     options: dict[str, Any] = Field(default_factory=dict)  # backend-specific arguments
 
+    @property
+    def recorded_model(self) -> str:
+        """The model a run records in ``runs.model`` (the sim is no model)."""
+        return "sim" if self.backend == "sim" else self.model
+
 
 class SamplingSection(_Section):
     n_solutions: Int = Field(4, ge=1, le=4096)  # solutions sampled per problem

@@ -34,7 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.config import run_delimiter
-from pipelines.formats import (
+from pipelines.mine import load_labels, load_solutions
+from search.traces.formats import (
     PrmConfig,
     SftConfig,
     prm_table,
@@ -44,7 +45,6 @@ from pipelines.formats import (
     to_trl_prm,
     to_trl_sft,
 )
-from pipelines.mine import load_labels, load_solutions
 from storage.catalog import Catalog
 from storage.layout import DEFAULT_ROOT, replace_synced
 from storage.runs import RunRecord, require_run

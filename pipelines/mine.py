@@ -1,7 +1,7 @@
 """``tracemill mine``: stored trees and labels -> filtered ``traces`` (+ ``filtered`` rows with reasons).
 
 Load: ``nodes``, ``solutions``, ``step_labels`` of one run through the catalog. Build: ``search.traces``.
-Filter: ``pipelines.filters`` (shortest first, so the shortest of a duplicate group survives). Save: the run's
+Filter: ``search.traces.filters`` (shortest first, so the shortest of a duplicate group survives). Save: the run's
 one ``traces-<kind>`` shard, *replaced*: mining a kind again (with the same or other settings) swaps that kind's
 traces and their ``filtered`` rows, so the ``traces`` table never holds a trace twice.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.config import run_delimiter
-from pipelines.filters import FilterConfig, apply_filters, load_eval_texts
-from search.reflection import ReflectionConfig, StepLabel
-from search.traces import MINERS, Labels, MineConfig, Solution, mine, shortest_correct
+from search.traces.filters import FilterConfig, apply_filters, load_eval_texts
+from search.traces.miners import MINERS, Labels, MineConfig, Solution, mine, shortest_correct
+from search.traces.reflection import ReflectionConfig, StepLabel
 from search.tree import Node, Tree
 from storage.catalog import Catalog
 from storage.layout import DEFAULT_ROOT

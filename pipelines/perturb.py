@@ -1,6 +1,6 @@
 """``tracemill perturb``: problems of a run (or GSM-Symbolic template files) -> a new run of variants.
 
-Load: the ``problems`` of ``run_id`` and/or template files. Build: ``search.perturb``. Save: the variants as
+Load: the ``problems`` of ``run_id`` and/or template files. Build: ``cluster.problems.perturb``. Save: the variants as
 ``problems`` of ``out_run_id`` (a run of its own, so a later ``tracemill run`` can search them), and a
 ``rejects`` row for every problem that gave no variant.
 """
@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from cluster.engine import request_key
-from search.perturb import PerturbConfig, perturb, symbolic_problems
-from search.problems import Problem
+from cluster.problems.perturb import PerturbConfig, perturb, symbolic_problems
+from cluster.problems.problem import Problem
 from storage.catalog import Catalog
 from storage.layout import DEFAULT_ROOT
 from storage.runs import finish_run, start_run

@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import ray
 from pydantic import Field, field_validator
 from rich.console import Console
 from rich.table import Table
 
 from cluster.engine import request_key
-from cluster.pool import EnginePool, PoolConfig, run_programs_async
+from cluster.problems.problem import Problem
+from pipelines.build import actor_spec, new_run_id, sampling_config
 from pipelines.config import (
     NAME_PATTERN,
     ConfigError,
@@ -45,15 +45,14 @@ from pipelines.config import (
     _Section,
     load_config,
 )
-from pipelines.run import actor_spec, code_version, connect_ray, load_inputs, new_run_id, sampling_config
+from pipelines.inputs import load_inputs
+from pipelines.jobs import check_run_id, engine_pool, recorded_run
 from search.guided import STRATEGIES, GuidedResult, make_config, make_scorer
 from search.guided.base import aggregate
-from search.problems import Problem
+from search.program import run_programs_async
 from search.sampling import SamplingConfig, prompt_messages
 from search.tree import node_id
-from storage.catalog import Catalog
 from storage.rejects import reject_row
-from storage.runs import fail_run, finish_run, start_run
 from storage.shards import ShardWriter
 from verifier.answers import judge
 
@@ -275,42 +274,51 @@ class SearchSummary:
 def execute_search(cfg: SearchConfig, run_id: str | None = None, resume: bool = False,
                    report: bool = True) -> SearchSummary:
     """Run (or resume) a search recipe end to end. A bad recipe raises ``ConfigError`` before any write."""
+    root = Path(cfg.storage.root).resolve()
+    check_run_id(root, cfg, run_id, resume)
     cells = plan(cfg)
     scorer_name, scorer = build_scorer(cfg)
-    scfg = sampling_config(cfg)  # the run's prompt (few-shot, system prompt); its n_solutions is not read
-    problems, load_rejects = load_inputs(cfg)
-    spec = actor_spec(cfg)
-    run_id = run_id or new_run_id(cfg)
-    root = Path(cfg.storage.root).resolve()
-    summary = SearchSummary(run_id, str(root))
+    problems, load_rejects = load_inputs(cfg.problems)
+    job = SearchPlan(cfg, run_id or new_run_id(cfg), root, cells, scorer_name, scorer,
+                     sampling_config(cfg),  # the run's prompt (few-shot, system prompt); its n_solutions is not read
+                     actor_spec(cfg), resume)
+    summary = SearchSummary(job.run_id, str(root))
     start = time.perf_counter()
-    start_run(root, run_id, cfg.model_dump(mode="json"),
-              model=cfg.engine.model if cfg.engine.backend != "sim" else "sim", engine=cfg.engine.backend,
-              code_version=code_version())
-    try:
-        _search(cfg, problems, load_rejects, cells, scorer_name, scorer, scfg, spec, run_id, root, summary, resume)
-    except BaseException as err:
+
+    def stats() -> dict[str, Any]:
         summary.wall_s = time.perf_counter() - start
-        fail_run(root, run_id, f"{type(err).__name__}: {err}", summary.stats())
-        raise
-    summary.wall_s = time.perf_counter() - start
-    finish_run(root, run_id, summary.stats())
-    with Catalog(root):  # refresh the saved views so duckdb on catalog.duckdb sees this run
-        pass
+        return summary.stats()
+
+    with recorded_run(root, job.run_id, cfg, stats):
+        _search(job, problems, load_rejects, summary)
     if report:
         from pipelines.report import write_report
 
-        summary.report = str(write_report(root, run_id))
+        summary.report = str(write_report(root, job.run_id))
     return summary
 
 
-def _search(cfg: SearchConfig, problems: list[Problem], load_rejects: list[dict], cells: list[Cell],
-            scorer_name: str, scorer: Any, scfg: SamplingConfig, spec: Any, run_id: str, root: Path,
-            summary: SearchSummary, resume: bool) -> None:
+@dataclass(frozen=True)
+class SearchPlan:
+    """One search run, built from its recipe."""
+
+    cfg: SearchConfig
+    run_id: str
+    root: Path
+    cells: list[Cell]
+    scorer_name: str
+    scorer: Any
+    sampling: SamplingConfig
+    spec: Any  # ActorSpec
+    resume: bool
+
+
+def _search(job: SearchPlan, problems: list[Problem], load_rejects: list[dict], summary: SearchSummary) -> None:
+    cfg, run_id, cells, scorer_name = job.cfg, job.run_id, job.cells, job.scorer_name
     size = cfg.storage.shard_size
     shards = {f"shard-{i // size:06d}": problems[i:i + size] for i in range(0, len(problems), size)}
-    writer = ShardWriter(root, run_id)
-    done = writer.committed() if resume else set()
+    writer = ShardWriter(job.root, run_id)
+    done = writer.committed() if job.resume else set()
     if load_rejects:
         writer.commit("load-rejects", {"rejects": load_rejects})
         summary.rejects += len(load_rejects)
@@ -318,12 +326,10 @@ def _search(cfg: SearchConfig, problems: list[Problem], load_rejects: list[dict]
     summary.skipped_shards = len(shards) - len(todo)
     if not todo:
         return
-    started_ray = connect_ray(cfg.ray.address, cfg.ray.num_cpus)
-    pool = EnginePool.launch(spec, cfg.engine.replicas, PoolConfig(max_retries=cfg.ray.max_retries))
-    try:
+    with engine_pool(job.spec, cfg) as pool:
         todo_problems = [p for shard in todo.values() for p in shard]
         arms = [(p, style) for p in todo_problems for style in styles(cfg)]
-        texts = pool.apply_chat_template([prompt_messages(p, replace(scfg, style=style)) for p, style in arms])
+        texts = pool.apply_chat_template([prompt_messages(p, replace(job.sampling, style=style)) for p, style in arms])
         prompts = {(p.problem_id, style): text for (p, style), text in zip(arms, texts, strict=True)}
         owner = {p.problem_id: (name, p) for name, shard in todo.items() for p in shard}
         jobs = {c.pick_id(p.problem_id, scorer_name): (p, c) for p in todo_problems for c in cells}
@@ -354,15 +360,11 @@ def _search(cfg: SearchConfig, problems: list[Problem], load_rejects: list[dict]
             finished(key, {"rejects": [reject_row("generate", key, problem.question,
                                                   f"{cell.style} {cell.strategy} N={cell.cfg.n}: {error}")]})
 
-        programs = ((key, STRATEGIES[c.strategy].run(p, prompts[(p.problem_id, c.style)], c.cfg, scorer, judge))
+        programs = ((key, STRATEGIES[c.strategy].run(p, prompts[(p.problem_id, c.style)], c.cfg, job.scorer, judge))
                     for key, (p, c) in jobs.items())
         run_programs_async(programs, pool, on_done=on_done, on_failed=on_failed,
                            max_active=max(64, 8 * cfg.engine.replicas))
         summary.completion_tokens = pool.stats()["completion_tokens"]
-    finally:
-        pool.shutdown()
-        if started_ray:
-            ray.shutdown()
 
 
 def print_search_summary(console: Console, s: SearchSummary) -> None:

@@ -32,13 +32,13 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from cluster import sim_code
-from cluster.pool import EnginePool, PoolConfig, ProgramDriver
-from search.given import given_solutions, has_given_solution
+from cluster.pool import EnginePool, PoolConfig
+from cluster.problems.given import has_given_solution
+from cluster.problems.problem import Problem
 from search.labeling import STRATEGIES, rows
 from search.labeling.base import PSEUDO_GOLD, mark_gold_source, with_pseudo_gold
-from search.problems import Problem
-from search.program import Program
-from search.sampling import SamplingConfig, prompt_messages, sample_solutions
+from search.program import Program, ProgramDriver
+from search.sampling import SamplingConfig, given_solutions, prompt_messages, sample_solutions
 from search.tool_loop import ToolPool
 from storage.rejects import reject_row
 from storage.shards import ShardWriter

@@ -1,15 +1,102 @@
-"""The end-of-run summary: what was produced, what it cost, where it is, and how to query it."""
+"""The end-of-run summary: what was produced, what it cost, where it is, and how to query it.
+
+``RunSummary`` is what ``tracemill run`` returns and stores (``runs.stats_json``); ``print_summary`` shows it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.run import RunSummary
 from pipelines.validate import Validation
 from storage.layout import DEFAULT_ROOT
+
+
+@dataclass
+class Meter:
+    """Engine usage of the run (the summary's cost figures), from the pool's per-actor counters.
+
+    The pool counts each generated request once, so results shared by several programs or reproduced by
+    a retry are not double counted.
+    """
+
+    calls: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    retried: int = 0  # requests resubmitted after their call failed (an engine died, or raised)
+
+    def add(self, pool_stats: dict[str, Any]) -> None:
+        self.calls += pool_stats["calls"]
+        self.requests += pool_stats["completed"]
+        self.prompt_tokens += pool_stats["prompt_tokens"]
+        self.completion_tokens += pool_stats["completion_tokens"]
+        self.cached_tokens += pool_stats["cached_tokens"]
+        self.retried += pool_stats["retried"]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    root: str
+    problems: int = 0
+    rejects: int = 0
+    failed_problems: int = 0
+    skipped_shards: int = 0
+    redone_shards: int = 0  # given to a search worker again because the one holding them died
+    search_workers: int = 0
+    solutions: int = 0
+    correct_solutions: int = 0
+    steps_labeled: int = 0
+    rollouts: int = 0
+    tool_calls: int = 0  # sandbox calls of code steps (tools.python)
+    wall_s: float = 0.0
+    replicas: int = 1
+    mined: dict[str, int] = field(default_factory=dict)  # rows per mined table (traces by kind, datasets)
+    report: str = ""  # path of the HTML report
+    search_wall_s: float = 0.0  # wall time of the search phase (engines running)
+    # engine busy time: per actor the UNION of its in-flight call intervals (concurrent calls counted once),
+    # summed over actors; a restarted actor's counters start again, so a killed engine's time is lost
+    engine_busy_s: float = 0.0
+    engine_busy_per_actor_s: list[float] = field(default_factory=list)
+    engine_call_s: float = 0.0  # time inside engine calls summed per call (> busy when calls overlap)
+    validation: Validation | None = None  # the dataset invariants, checked once the run is mined
+    meter: Meter = field(default_factory=Meter)
+
+    @property
+    def orchestration_overhead(self) -> float:
+        """Share of the search phase's engine capacity (wall x replicas) with no call inside any engine."""
+        capacity = self.search_wall_s * self.replicas
+        return max(0.0, 1 - self.engine_busy_s / capacity) if capacity else 0.0
+
+    @property
+    def search_tokens_per_s(self) -> float:
+        """Generated tokens per second of the search phase (the engines' throughput as the run saw it)."""
+        return self.meter.completion_tokens / self.search_wall_s if self.search_wall_s else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct_solutions / self.solutions if self.solutions else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.meter.completion_tokens / self.wall_s if self.wall_s else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k not in ("meter", "run_id", "root", "report", "validation")}
+        if self.validation is not None:
+            out["validation"] = {c.name: c.violations for c in self.validation.checks}
+        out.update({f"engine_{k}": v for k, v in asdict(self.meter).items()})
+        out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s,
+                   search_tokens_per_s=self.search_tokens_per_s,
+                   orchestration_overhead=self.orchestration_overhead)
+        return out
+
 
 EXAMPLE_QUERIES = (
     ("answer accuracy per problem",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cluster.engine import GenRequest, request_key, seed_for
-from search.problems import Problem
+from cluster.problems.problem import Problem
 from search.program import Program
 from search.sampling import JudgeFn
 from search.tool_loop import ToolSample, gather, generate_with_tools

@@ -13,11 +13,14 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Protocol
 
 from cluster.engine import GenRequest, GenResult, request_key, seed_for
-from search.problems import Problem
+from cluster.problems.few_shot import few_shot_family
+from cluster.problems.given import given_label, given_steps
+from cluster.problems.problem import Problem
+from cluster.problems.steps import DEFAULT_DELIMITER, split_steps
 from search.program import Program
 from search.tool_loop import ToolSample, generate_with_tools
 from search.tools import ToolConfig, assign_calls, split_tool_steps
-from search.tree import DEFAULT_DELIMITER, Node, Tree, split_steps
+from search.tree import Node, Tree
 
 TemplateFn = Callable[[list[dict[str, str]]], str]
 
@@ -65,10 +68,9 @@ class SamplingConfig:
     top_p: float = 1.0
     delimiter: str = DEFAULT_DELIMITER  # step separator
     seed: int = 0  # base seed; per-request seeds derive from the request key
-    few_shot: tuple[tuple[str, str], ...] = ()  # (question, solution) turns put before the question
-    # the problem source the worked examples are written for: only its problems get them (arith examples in
-    # front of a GSM8K, MATH or ProcessBench question would teach the wrong format and leak nothing useful)
-    few_shot_source: str = "arith"
+    # worked examples per family (cluster.problems.few_shot): {family: ((question, solution), ...)}; a problem
+    # gets those of its own family only (arith examples before a GSM8K question would teach the wrong thing)
+    few_shot: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     system_prompt: str | None = None
     tools: ToolConfig = field(default_factory=ToolConfig)  # tools.python: run code blocks, continue after output
     style: str = "step-by-step"  # prompt preset: one of PROMPT_STYLES
@@ -82,8 +84,9 @@ class SamplingConfig:
             raise ValueError("delimiter must be non-empty")
         if self.style not in PROMPT_STYLES:
             raise ValueError(f"style must be one of {list(PROMPT_STYLES)}, got {self.style!r}")
-        # accept lists (from TOML/JSON) but store tuples so the config stays hashable
-        object.__setattr__(self, "few_shot", tuple((str(q), str(s)) for q, s in self.few_shot))
+        # accept lists (from TOML/JSON) but store tuples so an example list cannot change under the search
+        object.__setattr__(self, "few_shot", {str(family): tuple((str(q), str(s)) for q, s in examples)
+                                              for family, examples in dict(self.few_shot).items()})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SamplingConfig:
@@ -122,13 +125,14 @@ def build_prompt(template_fn: TemplateFn, problem: Problem, cfg: SamplingConfig)
 
 
 def prompt_messages(problem: Problem, cfg: SamplingConfig) -> list[dict[str, str]]:
-    """The conversation a prompt renders: system prompt, few-shot turns (for problems of ``cfg.few_shot_source``),
-    then the question (in ``cfg.style``)."""
+    """The conversation a prompt renders: system prompt, the worked examples of the problem's family
+    (``cluster.problems.few_shot.few_shot_family``; none fit an open prompt), then the question (in ``cfg.style``)."""
     messages: list[dict[str, str]] = []
     if cfg.system_prompt:
         messages.append({"role": "system", "content": cfg.system_prompt})
     draft = cfg.style == "chain-of-draft"
-    examples = cfg.few_shot if problem.source.split(":")[0] == cfg.few_shot_source else ()
+    family = few_shot_family(problem)
+    examples = cfg.few_shot.get(family, ()) if family is not None else ()
     for question, solution in examples:
         if draft:
             question, solution = f"{question}\n\n{CHAIN_OF_DRAFT}", draft_solution(solution, cfg.delimiter)
@@ -199,3 +203,22 @@ def sample_solutions(problem: Problem, prompt: str, cfg: SamplingConfig,
         out.solutions.append(Solution(problem.problem_id, index, path, sample.text, len(sample.token_ids),
                                       sample.finish_reason, verdict.answer, bool(verdict.correct)))
     return out
+
+
+def given_solutions(problem: Problem, cfg: SamplingConfig, judge: JudgeFn) -> SampledSolutions:
+    """A problem's given solution (``cluster.problems.given``) as a tree to label instead of sampling.
+
+    The steps are inserted as they are (origin "given"), joined by the delimiter so rollouts continue the
+    exact text; the human label is kept as the solution's ``true_first_error``.
+    """
+    steps = given_steps(problem)
+    texts = [s + cfg.delimiter for s in steps[:-1]] + [steps[-1]]
+    tree = Tree(problem.problem_id)
+    path = tree.add_path(texts, origin="given")
+    text = "".join(texts)
+    verdict = judge(text, problem.gold_answer)
+    leaf = path[-1]
+    leaf.terminal, leaf.answer, leaf.outcome_correct = True, verdict.answer, bool(verdict.correct)
+    sol = Solution(problem.problem_id, 0, path, text, 0, "given", verdict.answer, bool(verdict.correct),
+                   true_first_error=given_label(problem))
+    return SampledSolutions(tree, [sol])

@@ -28,7 +28,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from search.tree import ToolCall, split_steps
+from cluster.problems.steps import split_steps
+from search.tree import ToolCall
 
 CODE_OPEN = "```python\n"
 FENCE = "```"

@@ -1,7 +1,8 @@
 """The search tree shared by every strategy: nodes are step prefixes, rollouts hang off nodes.
 
 A node's ``text`` is one step (including its trailing delimiter, so concatenating the steps of a path gives
-back exactly the text the engine produced); ``prefix`` of a node is the concatenation along its path.
+back exactly the text the engine produced: ``cluster.problems.steps.split_steps`` cuts solutions into such
+steps); ``prefix`` of a node is the concatenation along its path.
 """
 
 from __future__ import annotations
@@ -9,40 +10,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-DEFAULT_DELIMITER = "\n\n"
-
 
 def node_id(parent_id: str, text: str) -> str:
     """Hash of parent id + step text: the same step under the same prefix is the same node."""
     return hashlib.sha256(f"{parent_id}\x1f{text}".encode()).hexdigest()[:16]
-
-
-def split_steps(text: str, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
-    """Split a solution into steps, each keeping its trailing delimiter; ``"".join(steps) == text``.
-
-    Runs of delimiters stay attached to the step before them, so no step is empty or whitespace only.
-    """
-    if not text:
-        return []
-    steps: list[str] = []
-    start, pos = 0, 0
-    while True:
-        hit = text.find(delimiter, pos)
-        if hit < 0:
-            break
-        end = hit + len(delimiter)
-        while text.startswith(delimiter, end):  # swallow repeated delimiters
-            end += len(delimiter)
-        if text[start:hit].strip():
-            steps.append(text[start:end])
-            start = end
-        pos = end
-    if text[start:]:
-        if text[start:].strip() or not steps:
-            steps.append(text[start:])
-        else:
-            steps[-1] += text[start:]
-    return steps
 
 
 @dataclass(frozen=True)

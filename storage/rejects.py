@@ -1,14 +1,15 @@
 """Reject rows: every input or output that was dropped is kept, with where it came from and why.
 
-A loader or a stage collects rejects with ``Rejects.add`` and hands ``rejects.rows`` to the shard it commits
-(``{"rejects": rejects.drain(), ...}``), so rejects are committed exactly once with the rows they belong to;
-or writes them on their own with ``ShardWriter.write_rows("rejects", name, rows)``.
+The one builder of a ``rejects`` row, used by the loaders (bad rows, duplicates), the search workers (failed
+generations, filtered problems) and guided search; the rows travel in the shard they belong to, so they are
+committed exactly once with it. Every field is made storable: a lone surrogate from a broken input file is
+spelled ``\\udxxx`` (it would fail Parquet's UTF-8 check and lose the row), the raw row is cut to
+``REJECT_ROW_BYTES``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 REJECT_ROW_BYTES = 4096  # raw row text kept per reject (UTF-8 bytes); enough to debug, small enough to store
 TRUNCATION_MARK = "…[truncated]"
@@ -21,24 +22,13 @@ def reject_row(stage: str, source: str, row: object, reason: str, *, limit: int 
     '{"q": "?"}'
     """
     text = row if isinstance(row, str) else json.dumps(row, sort_keys=True, default=str, ensure_ascii=False)
-    return {"stage": stage, "source": source, "row": _truncate(text, limit), "reason": reason}
+    return {"stage": stage, "source": printable(source), "row": _truncate(printable(text), limit),
+            "reason": printable(reason)}
 
 
-@dataclass
-class Rejects:
-    """Rejects of one stage, collected until the shard they belong to is committed."""
-
-    stage: str  # load | generate | label | mine ...
-    limit: int = REJECT_ROW_BYTES
-    rows: list[dict] = field(default_factory=list)
-
-    def add(self, source: str, row: object, reason: str) -> None:
-        self.rows.append(reject_row(self.stage, source, row, reason, limit=self.limit))
-
-    def drain(self) -> list[dict]:
-        """Return the collected rows and start afresh (call when the shard carrying them is committed)."""
-        rows, self.rows = self.rows, []
-        return rows
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8 (lone surrogates spelled ``\\udxxx``), so a reject row can always be stored."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _truncate(text: str, limit: int) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from cluster.arith import generate
 from cluster.engine import GenRequest, GenResult, request_key, seed_for
+from cluster.problems.arith import generate
 from cluster.sim_engine import SimConfig, SimEngine
 
 FLAKY = "tests.cluster_fixtures:flaky_sim"

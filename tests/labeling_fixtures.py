@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from cluster.engine import GenRequest, GenResult, Sample
-from search.problems import Problem
+from cluster.problems.problem import Problem
 
 GOLD = "42"
 _ANSWER = re.compile(r"The answer is (-?\d+)\.")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from cluster import arith
+from cluster.problems import arith
+from cluster.problems.loaders import load_arith
+from cluster.problems.problem import problem_id
 from cluster.sim_engine import SimConfig, SimEngine
 from search.labeling import STRATEGIES, make_config, rows
-from search.loaders import load_arith
-from search.problems import problem_id
 from search.program import run_programs
 from search.sampling import SamplingConfig, build_prompt, sample_solutions
 from search.tree import node_id

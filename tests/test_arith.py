@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.arith import (
+from cluster.problems.arith import (
     MAX_STEPS,
     TEMPLATES,
     first_error,

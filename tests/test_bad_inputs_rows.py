@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cluster.problems import loaders
+from cluster.problems.loaders import MAX_QUESTION_CHARS, MAX_ROW_CHARS, LoadError
 from pipelines.cli import app
-from search.loaders import MAX_QUESTION_CHARS, MAX_ROW_CHARS, LoadError, load_problems
+from verifier.answers import gold_error
+
+
+def load_problems(paths, fmt=None):  # noqa: ANN001, ANN202 - the loader with the verifier's gold check, as a run reads files
+    return loaders.load_problems(paths, fmt, gold_check=gold_error)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bad_rows"
 EXPECTED: dict[str, dict] = json.loads((FIXTURES / "expected.json").read_text())

@@ -9,9 +9,9 @@ import pytest
 import ray
 
 from cluster.actors import ActorSpec
-from cluster.pool import EnginePool, PoolConfig, run_programs_async
+from cluster.pool import EnginePool, PoolConfig
 from cluster.sim_engine import SimEngine
-from search.program import run_programs
+from search.program import run_programs, run_programs_async
 from tests.cluster_fixtures import arm_fault, capture_pools, programs, prompts
 
 WORKERS = 2  # worker nodes besides the head, 1 CPU each; every test starts with this many alive

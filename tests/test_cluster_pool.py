@@ -8,9 +8,9 @@ import ray
 from cluster.actors import ActorSpec, launch_actor
 from cluster.backends import build_engine
 from cluster.engine import GenRequest
-from cluster.pool import EnginePool, GenerationFailed, HashRing, PoolConfig, run_programs_async
+from cluster.pool import EnginePool, GenerationFailed, HashRing, PoolConfig
 from cluster.sim_engine import ContinuousSimEngine, SimConfig, SimEngine
-from search.program import run_programs
+from search.program import run_programs, run_programs_async
 from tests.cluster_fixtures import FLAKY, POISON, programs, prompts
 
 

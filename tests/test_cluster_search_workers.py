@@ -17,7 +17,8 @@ import ray
 
 from pipelines import run as run_module
 from pipelines.config import load_config
-from pipelines.run import execute, plan_shards, problem_stream
+from pipelines.inputs import plan_shards, problem_stream
+from pipelines.run import execute
 from storage.catalog import Catalog
 from storage.shards import committed_shards
 from tests.gated_sim import GATED
@@ -71,7 +72,7 @@ def _with_fault(ray_cluster, tmp_path, monkeypatch, pick_victim, strike):
         assert runner.is_alive(), out
         time.sleep(0.05)
     v = pick_victim(workers)
-    shards = [shard for _, shard in plan_shards(problem_stream(cfg), 4)]
+    shards = [shard for _, shard in plan_shards(problem_stream(cfg.problems), 4)]
     victim_shards = {f"shard-{i:06d}" for i in range(v, SHARDS, WORKERS)}
     hold.write_text("".join(p.question + "\n" for i in range(v, SHARDS, WORKERS) for p in shards[i]))
     while not committed_shards(root, "faulted") - victim_shards:  # another worker's shard is in

@@ -3,7 +3,13 @@ import math
 import pyarrow as pa
 import pytest
 
-from search.eval_labels import evaluate, evaluate_strategies, evaluate_tables, first_error_scores, step_scores
+from pipelines.evaluate.scores import (
+    evaluate,
+    evaluate_strategies,
+    evaluate_tables,
+    first_error_scores,
+    step_scores,
+)
 from storage.schemas import SOLUTIONS, STEP_LABELS
 
 
@@ -64,7 +70,7 @@ def test_evaluate_strategies_scores_each_strategy_by_its_own_labels():
 
 
 def test_label_quality_of_a_stored_run_has_one_entry_per_strategy(tmp_path):
-    from pipelines.evaluate import label_quality
+    from pipelines.evaluate.labels import label_quality
     from storage.catalog import Catalog
     from tests.report_fixtures import make_run
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pipelines.eval_processbench import (
+from pipelines.evaluate.processbench import (
     SUBSETS,
     EvalOptions,
     choose_threshold,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from pipelines.filters import FilterConfig, apply_filters, load_eval_texts, minhash, shingles
+from search.traces.filters import FilterConfig, apply_filters, load_eval_texts, minhash, shingles
 from storage.schemas import FILTERED
 from tests.shared_data import DATA
 

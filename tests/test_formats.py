@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipelines.formats import (
+from search.traces.formats import (
     PrmConfig,
     SftConfig,
     prm_table,
@@ -15,7 +15,7 @@ from pipelines.formats import (
     to_trl_prm,
     to_trl_sft,
 )
-from search.traces import MineConfig, mine, solutions_from_tree
+from search.traces.miners import MineConfig, mine, solutions_from_tree
 from storage.schemas import TRACES
 from tests.traces_fixtures import S1, S2, S3, W1, W2, W2B, bad, marble_tree, terminal
 

@@ -7,11 +7,11 @@ from collections import Counter
 import pytest
 
 from cluster.engine import GenRequest, GenResult
+from cluster.problems.loaders import load_arith
 from cluster.sim_engine import SimConfig, SimEngine
 from search.guided import STRATEGIES, make_config, make_scorer
 from search.guided.base import BeamConfig, BestOfNConfig, Candidate, DvtsConfig, MajorityConfig, aggregate
 from search.guided.beam import beams_kept
-from search.loaders import load_arith
 from search.program import run_program, run_programs
 from search.sampling import SamplingConfig, build_prompt
 from tests.labeling_fixtures import FakeEngine, judge, problem, solution_text

@@ -195,8 +195,8 @@ SIM_BASES = [("linear", {"k": 2}), ("binary", {"k": 2}), ("adaptive", {"max_per_
 @pytest.mark.parametrize("trust_answer", [True, False])
 @pytest.mark.parametrize("checker", ["none", "arith"])
 def test_every_combination_keeps_the_invariants_on_the_sim_engine(name, base, rule, trust_answer, checker):
+    from cluster.problems.loaders import load_arith
     from cluster.sim_engine import SimConfig, SimEngine
-    from search.loaders import load_arith
     from tests.labeling_fixtures import assert_label_invariants
 
     engine = SimEngine(SimConfig(arith_error_rate=0.1, logic_error_rate=0.1, recovery_rate=0.3))

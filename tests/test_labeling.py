@@ -166,9 +166,9 @@ def test_rows_match_the_storage_schemas():
 @pytest.mark.parametrize("name,options", [("binary", {"k": 2}), ("adaptive", {"max_per_step": 2}),
                                           ("linear", {"k": 1})])
 def test_strategies_find_the_error_planted_by_the_sim_engine(name, options):
-    from cluster.arith import first_error
+    from cluster.problems.arith import first_error
+    from cluster.problems.loaders import load_arith
     from cluster.sim_engine import SimConfig, SimEngine
-    from search.loaders import load_arith
 
     clean = {"arith_error_rate": 0.0, "logic_error_rate": 0.0, "recovery_rate": 0.0}
     (prob,) = load_arith(1, seed=3, mix={8: 1.0})

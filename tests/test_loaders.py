@@ -9,9 +9,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from search.loaders import MAX_QUESTION_CHARS, MAX_REJECT_ROW_CHARS, LoadError, load_arith, load_problems
-from search.problems import problem_id
+from cluster.problems import loaders
+from cluster.problems.loaders import MAX_QUESTION_CHARS, LoadError, load_arith
+from cluster.problems.problem import problem_id
+from storage.rejects import REJECT_ROW_BYTES, TRUNCATION_MARK
 from tests.shared_data import DATA
+from verifier.answers import gold_error
+
+
+def load_problems(paths, fmt=None):  # noqa: ANN001, ANN202 - the loader with the verifier's gold check, as a run reads files
+    return loaders.load_problems(paths, fmt, gold_check=gold_error)
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not mounted")
 
@@ -128,7 +135,7 @@ def test_bad_rows_become_rejects_and_the_rest_loads(tmp_path):
     assert "'question'" in by_line[13]
     assert by_line[14] == "row is a JSON number, not an object"
     for r in rejects:
-        assert r["stage"] == "load" and r["source"].startswith(str(path)) and len(r["row"]) <= MAX_REJECT_ROW_CHARS
+        assert r["stage"] == "load" and r["source"].startswith(str(path)) and len(r["row"].encode()) <= REJECT_ROW_BYTES
     assert next(r for r in rejects if r["reason"] == "duplicate")["row"] == _gsm("Q1?", "1")
 
 
@@ -156,7 +163,8 @@ def test_duplicates_are_dropped_across_files(tmp_path):
 def test_reject_row_text_is_truncated(tmp_path):
     path = _jsonl(tmp_path / "long.jsonl", [_gsm("ok?", "1"), '{"question": "' + "y" * 10_000])
     _, rejects = load_problems(path)
-    assert len(rejects[0]["row"]) == MAX_REJECT_ROW_CHARS
+    row = rejects[0]["row"]
+    assert len(row.encode()) <= REJECT_ROW_BYTES and row.endswith(TRUNCATION_MARK) and row.startswith('{"question": "yyy')
 
 
 @pytest.mark.parametrize("content, message", [

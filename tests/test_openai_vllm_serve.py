@@ -25,8 +25,9 @@ import pytest
 from cluster.engine import GenRequest
 from cluster.models import resolve_model
 from cluster.openai_engine import EngineHTTPError, OpenAIConfig, OpenAIEngine
+from pipelines.build import actor_spec
 from pipelines.config import load_config
-from pipelines.run import actor_spec, execute
+from pipelines.run import execute
 from storage.catalog import Catalog
 from storage.runs import read_run
 from tests.cluster_fixtures import VLLM_TEST_KV_BYTES

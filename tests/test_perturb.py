@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from cluster import arith
-from search.perturb import PerturbConfig, SymbolicTemplate, instantiate, perturb, symbolic_problems
-from search.problems import Problem
+from cluster.problems import arith
+from cluster.problems.perturb import PerturbConfig, SymbolicTemplate, instantiate, perturb, symbolic_problems
+from cluster.problems.problem import Problem
 from tests.shared_data import DATA
 
 TEMPLATES = DATA / "gsm_symbolic" / "templates"

@@ -1,6 +1,6 @@
 """A local run's Ray listens on loopback only: every socket its processes listen on is 127.0.0.1 or ::1.
 
-The Ray is started the way ``tracemill run`` starts it (``pipelines.run.connect_ray``) and given the
+The Ray is started the way ``tracemill run`` starts it (``cluster.ray_session.connect_ray``) and given the
 run's work (two sim engine actors answering requests), so the GCS, the raylet, its agents and the worker
 processes are all up; then the listening TCP sockets of every process it started are listed with psutil.
 """
@@ -17,7 +17,7 @@ import ray
 from cluster.actors import ActorSpec
 from cluster.engine import GenRequest
 from cluster.pool import EnginePool
-from pipelines.run import connect_ray
+from cluster.ray_session import connect_ray
 
 pytestmark = pytest.mark.slow
 

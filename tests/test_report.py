@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from cluster.arith import parse_step
+from cluster.problems.arith import parse_step
 from pipelines.report import (
     DATASET_PANELS,
     SECTIONS,

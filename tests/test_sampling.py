@@ -1,29 +1,53 @@
 import pytest
 
-from search.problems import Problem
+from cluster.problems.arith import first_error
+from cluster.problems.few_shot import few_shot_examples, worked_examples
+from cluster.problems.problem import Problem
+from cluster.problems.steps import split_steps
 from search.program import run_program
 from search.sampling import SamplingConfig, build_prompt, prompt_messages, sample_solutions, step_token_counts
-from search.tree import split_steps
 from tests.labeling_fixtures import FakeEngine, judge, problem, solution_text
+from verifier.answers import extract_answer
 
 
 def test_build_prompt_puts_system_and_few_shot_turns_before_the_question():
-    cfg = SamplingConfig(system_prompt="Be brief.", few_shot=[("1+1?", "2")], few_shot_source="test")
+    word_problem = Problem.make("What is six times seven?", "42", "gsm8k")
+    cfg = SamplingConfig(system_prompt="Be brief.", few_shot={"gsm8k": [("1+1?", "2")]})
     seen = []
-    prompt = build_prompt(lambda msgs: seen.append(msgs) or "P", problem(), cfg)
+    prompt = build_prompt(lambda msgs: seen.append(msgs) or "P", word_problem, cfg)
     assert prompt == "P"
     assert [m["role"] for m in seen[0]] == ["system", "user", "assistant", "user"]
-    assert seen[0][-1]["content"] == problem().question
+    assert seen[0][-1]["content"] == word_problem.question
 
 
-def test_worked_examples_go_only_before_problems_of_their_source():
+def test_worked_examples_go_only_before_problems_of_their_family():
     arith = Problem.make("Ann has 3 apples. She buys 2 more. How many apples does she have now?", "5", "arith")
     gsm8k = Problem.make("A robe takes 2 bolts of blue fiber. How many bolts in total?", "3", "gsm8k")
     bench = Problem.make("What is 2 + 2?", "4", "processbench:gsm8k-1")
-    cfg = SamplingConfig(few_shot=[("1+1?", "2")])  # the run's examples are arith ones
-    assert [m["role"] for m in prompt_messages(arith, cfg)] == ["user", "assistant", "user"]
-    for other in (gsm8k, bench):
-        assert [m["content"] for m in prompt_messages(other, cfg)] == [other.question]
+    olympiad = Problem.make("Find all n with n^2 = 4.", "2", "processbench:olympiadbench-3")
+    math = Problem.make("Find x if 2x = 4.", "2", "math")
+    open_prompt = Problem.make("Name a prime.", "", "open")
+    cfg = SamplingConfig(few_shot=few_shot_examples(2, "\n\n"))
+    shown = {p.source: [m["content"] for m in prompt_messages(p, cfg)] for p in (arith, gsm8k, bench, olympiad, math)}
+    for source, family in [("arith", "arith"), ("gsm8k", "gsm8k"), ("processbench:gsm8k-1", "gsm8k"),
+                           ("processbench:olympiadbench-3", "math"), ("math", "math")]:
+        (q1, s1), (q2, s2) = worked_examples(family, 2, "\n\n")
+        assert shown[source][:4] == [q1, s1, q2, s2]  # two worked examples of its own family, then the question
+    assert "Tom buys 3 notebooks" in shown["gsm8k"][2] and "\\boxed{5}" in shown["math"][1]
+    assert shown["arith"][0].endswith("now?") and "boxed" not in "".join(shown["arith"])
+    assert [m["content"] for m in prompt_messages(open_prompt, cfg)] == [open_prompt.question]  # none fit
+
+
+@pytest.mark.parametrize(("family", "answers"), [("gsm8k", ["12", "6", "240"]), ("math", ["5", "1", "9"])])
+def test_built_in_worked_examples_end_in_the_answer_the_verifier_reads(family, answers):
+    examples = worked_examples(family, 3, "\n\n")
+    assert [extract_answer(solution) for _, solution in examples] == answers
+    assert all(len(solution.split("\n\n")) >= 3 for _, solution in examples)  # a step per paragraph
+
+
+def test_arith_worked_examples_are_right_by_the_ground_truth():
+    for question, solution in worked_examples("arith", 3, "\n\n"):
+        assert first_error(question, solution) == -1 and len(solution.split("\n\n")) == 3  # 2 ops + answer
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
@@ -31,7 +55,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
         SamplingConfig.from_dict({"n_solution": 3})
     with pytest.raises(ValueError):
         SamplingConfig(n_solutions=0)
-    assert SamplingConfig.from_dict({"few_shot": [["q", "a"]]}).few_shot == (("q", "a"),)
+    assert SamplingConfig.from_dict({"few_shot": {"gsm8k": [["q", "a"]]}}).few_shot == {"gsm8k": (("q", "a"),)}
 
 
 def test_sample_solutions_asks_once_for_n_and_builds_a_tree_with_terminal_leaves():

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cluster.problems.problem import Problem
 from pipelines.cli import app
 from pipelines.config import ConfigError
 from pipelines.report import search_curves, style_comparison, write_report
 from pipelines.search_job import build_scorer, execute_search, load_search_config, plan
-from search.problems import Problem
 from search.sampling import CHAIN_OF_DRAFT, CHAIN_OF_DRAFT_WORDS, SamplingConfig, prompt_messages
 from storage.catalog import Catalog
 from verifier.answers import judge
@@ -158,8 +158,8 @@ def test_chain_of_draft_asks_for_short_drafts_and_shows_drafted_examples():
     problem = Problem.make("Ann has 3 apples. She buys 5 more. How many apples does Ann have now?", "8", "arith")
     example = ("Bo has 2 pens. He buys 4 more. How many pens does Bo have now?",
                "Bo buys 4 more pens, so he has 2 + 4 = 6.\n\nThe answer is 6.")
-    plain = prompt_messages(problem, SamplingConfig(few_shot=(example,)))
-    draft = prompt_messages(problem, SamplingConfig(few_shot=(example,), style="chain-of-draft"))
+    plain = prompt_messages(problem, SamplingConfig(few_shot={"arith": (example,)}))
+    draft = prompt_messages(problem, SamplingConfig(few_shot={"arith": (example,)}, style="chain-of-draft"))
     assert plain[-1]["content"] == problem.question and CHAIN_OF_DRAFT not in str(plain)
     assert draft[-1]["content"] == f"{problem.question}\n\n{CHAIN_OF_DRAFT}" and f"{CHAIN_OF_DRAFT_WORDS} words" in CHAIN_OF_DRAFT
     assert draft[1]["content"] == "2 + 4 = 6.\n\nThe answer is 6."  # each example step cut to the budget

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import json
 
-from cluster.arith import generate
+from cluster.problems import loaders
+from cluster.problems.arith import generate
+from cluster.problems.problem import Problem
 from pipelines.config import load_config
 from pipelines.run import execute
 from pipelines.search_worker import problem_program
 from search.labeling import make_config
-from search.loaders import load_problems
-from search.problems import Problem
 from search.program import run_program
 from search.sampling import SamplingConfig
 from storage.catalog import Catalog
 from tests.labeling_fixtures import FakeEngine, solution_text
+from verifier.answers import gold_error
+
+
+def load_problems(paths, fmt=None):  # noqa: ANN001, ANN202 - the loader with the verifier's gold check, as a run reads files
+    return loaders.load_problems(paths, fmt, gold_check=gold_error)
 
 
 def test_an_open_prompt_is_judged_against_the_majority_answer_and_its_labels_say_so():

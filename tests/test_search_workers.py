@@ -9,13 +9,15 @@ import ray
 
 from cluster.actors import ActorSpec
 from cluster.pool import EnginePool, PoolConfig
+from cluster.problems import loaders
+from cluster.problems.loaders import iter_arith, load_arith
+from cluster.problems.problem import Problem
+from pipelines.build import sampling_config
 from pipelines.config import load_config
-from pipelines.run import execute, plan_shards, problem_stream, sampling_config
+from pipelines.inputs import plan_shards, problem_stream
+from pipelines.run import execute
 from pipelines.search_worker import SearchJob, ShardDone, launch_worker, run_shards
-from search import loaders
 from search.labeling import make_config
-from search.loaders import iter_arith, load_arith
-from search.problems import Problem
 from storage.catalog import Catalog
 from storage.layout import RunPaths
 from storage.manifest import Manifest
@@ -102,7 +104,7 @@ def test_driver_holds_at_most_depth_shards_per_worker(ray_cluster, tmp_path):
     pulled, reported, most = [0], [], [0]
 
     def shards() -> Iterator[tuple[str, list]]:
-        for name, shard in plan_shards(problem_stream(cfg), 4):
+        for name, shard in plan_shards(problem_stream(cfg.problems), 4):
             pulled[0] += 1
             most[0] = max(most[0], pulled[0] - len(reported))
             yield name, shard

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from cluster.arith import first_error, generate, parse_step, split_solution
 from cluster.backends import build_engine
 from cluster.engine import Engine, GenRequest
+from cluster.problems.arith import first_error, generate, parse_step
+from cluster.problems.steps import step_texts
 from cluster.sim_engine import SimConfig, SimEngine
 from tests.engine_contract import check_engine_contract
 
@@ -28,7 +29,7 @@ def _samples(engine: SimEngine, question: str, n: int = 4, **kw) -> list:
 
 
 def _answer(text: str) -> int | None:
-    steps = split_solution(text, DELIM)
+    steps = step_texts(text, DELIM)
     last = parse_step(steps[-1]) if steps else None
     return last if isinstance(last, int) else None
 
@@ -59,7 +60,7 @@ def test_zero_error_rates_always_reach_the_gold_answer_with_every_step_right():
             assert sample.finish_reason == "eos"
             assert first_error(spec.question, sample.text) == -1
             assert _answer(sample.text) == spec.answer
-            assert len(split_solution(sample.text, DELIM)) == len(spec.steps) + 1
+            assert len(step_texts(sample.text, DELIM)) == len(spec.steps) + 1
 
 
 @pytest.mark.parametrize("step", [0, 1, 3])
@@ -75,7 +76,7 @@ def test_errors_propagate_from_the_wrong_value():
     engine = SimEngine(SimConfig(arith_error_rate=0.0, logic_error_rate=0.0, recovery_rate=0.0,
                                  force_error_at=0))
     spec = generate(1, seed=5, mix={4: 1.0})[0]
-    steps = split_solution(_samples(engine, spec.question, n=1)[0].text, DELIM)
+    steps = step_texts(_samples(engine, spec.question, n=1)[0].text, DELIM)
     eqs = [parse_step(s) for s in steps[:-1]]
     for prev, cur in zip(eqs, eqs[1:], strict=False):
         assert cur[0] == prev[3]  # each step starts from the value the previous one wrote
@@ -95,7 +96,7 @@ def test_first_error_agrees_with_an_independent_check_on_random_samples():
     for spec in generate(30, seed=6, mix=MIX):
         chain = spec.chain
         for sample in _samples(engine, spec.question, n=6):
-            steps = split_solution(sample.text, DELIM)
+            steps = step_texts(sample.text, DELIM)
             right = [_step_right(s, chain[i + 1]) for i, s in enumerate(steps[:-1])]
             right.append(steps[-1] == f"The answer is {spec.answer}.")
             got = first_error(spec.question, sample.text)
@@ -127,7 +128,7 @@ def test_continuation_from_a_step_prefix_equals_generating_in_one_go():
     spec = generate(1, seed=9, mix={6: 1.0})[0]
     prompt = _prompt(engine, spec.question)
     [whole] = engine.generate([GenRequest("w", prompt, n=1, max_new_tokens=1000, seed=5)])[0].samples
-    steps = split_solution(whole.text, DELIM)
+    steps = step_texts(whole.text, DELIM)
     for cut in range(len(steps)):
         prefix = DELIM.join(steps[:cut]) + (DELIM if cut else "")
         [cont] = engine.generate([GenRequest("c", prompt, prefix, max_new_tokens=1000, seed=5)])[0].samples
@@ -151,7 +152,7 @@ def test_continuation_computes_from_a_planted_wrong_value():
         "How many marbles does Mia have now?"
     prefix = "She gives half of 48 to her brother: 48 / 2 = 20." + DELIM
     [cont] = engine.generate([GenRequest("c", _prompt(engine, q), prefix, max_new_tokens=100)])[0].samples
-    assert parse_step(split_solution(cont.text, DELIM)[0])[:3] == (20, "+", 7)
+    assert parse_step(step_texts(cont.text, DELIM)[0])[:3] == (20, "+", 7)
     assert cont.text.endswith("The answer is 27.")
     assert first_error(q, prefix + cont.text) == 0
 
@@ -161,7 +162,7 @@ def test_foreign_partial_step_is_closed_and_continued():
     spec = generate(1, seed=11, mix={3: 1.0})[0]
     [cont] = engine.generate([GenRequest("c", _prompt(engine, spec.question), "Let me think", seed=0)])[0].samples
     assert cont.text.startswith(DELIM)
-    assert len(split_solution(cont.text, DELIM)) == len(spec.steps)  # "Let me think" took step 0's slot
+    assert len(step_texts(cont.text, DELIM)) == len(spec.steps)  # "Let me think" took step 0's slot
 
 
 def test_finished_prefix_gives_an_empty_eos_continuation():
@@ -178,7 +179,7 @@ def test_stop_at_the_delimiter_gives_one_step_at_a_time_keeping_the_stop():
     prompt, prefix = _prompt(engine, spec.question), ""
     for _ in range(len(spec.steps)):
         [s] = engine.generate([GenRequest("c", prompt, prefix, stop=(DELIM,), seed=3)])[0].samples
-        assert s.finish_reason == "stop" and s.text.endswith(DELIM) and len(split_solution(s.text, DELIM)) == 1
+        assert s.finish_reason == "stop" and s.text.endswith(DELIM) and len(step_texts(s.text, DELIM)) == 1
         prefix += s.text
     [last] = engine.generate([GenRequest("c", prompt, prefix, stop=(DELIM,), seed=3)])[0].samples
     assert last.finish_reason == "eos" and last.text.startswith("The answer is")
@@ -225,7 +226,7 @@ def test_non_arith_prompt_says_it_cannot_parse_and_answers_zero():
     for prompt in ("", "What is the capital of France?", "<|user|>\nMia has 3 cats.\n<|assistant|>\n"):
         [result] = engine.generate([GenRequest("k", prompt, n=3)])
         for s in result.samples:
-            steps = split_solution(s.text, DELIM)
+            steps = step_texts(s.text, DELIM)
             assert len(steps) == 2 and steps[1] == "The answer is 0." and s.finish_reason == "eos"
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from storage.catalog import Catalog
-from storage.rejects import REJECT_ROW_BYTES, TRUNCATION_MARK, Rejects, reject_row
+from storage.rejects import REJECT_ROW_BYTES, TRUNCATION_MARK, reject_row
 from storage.runs import RunRecord, config_hash, fail_run, finish_run, read_run, start_run
 from storage.shards import ShardWriter
 
@@ -64,12 +64,15 @@ def test_reject_row_truncates_to_the_byte_limit_on_a_character_boundary():
     assert reject_row("load", "f", "short", "x", limit=100)["row"] == "short"
 
 
+def test_reject_row_spells_lone_surrogates_so_parquet_can_store_it():
+    row = reject_row("load", "f.jsonl:\ud800", "q \ud800", "bad \udfff")
+    assert (row["source"], row["row"], row["reason"]) == ("f.jsonl:\\ud800", "q \\ud800", "bad \\udfff")
+
+
 def test_rejects_are_committed_with_their_shard(tmp_path):
-    rejects = Rejects("label")
-    rejects.add("p1", {"node": "a"}, "verifier timeout")
+    rejects = [reject_row("label", "p1", {"node": "a"}, "verifier timeout")]
     with ShardWriter(tmp_path, "r1") as w:
-        w.commit("s0", {"nodes": [{"node_id": "b"}], "rejects": rejects.drain()})
-    assert rejects.rows == []
+        w.commit("s0", {"nodes": [{"node_id": "b"}], "rejects": rejects})
     with Catalog(tmp_path) as cat:
         got = cat.sql("SELECT run_id, stage, source, reason FROM rejects").to_pylist()
     assert got == [{"run_id": "r1", "stage": "label", "source": "p1", "reason": "verifier timeout"}]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from cluster import arith, sim_code
+from cluster import sim_code
 from cluster.engine import GenRequest
+from cluster.problems import arith
+from cluster.problems.loaders import load_arith
+from cluster.problems.problem import Problem
+from cluster.problems.steps import split_steps
 from cluster.sim_engine import SimConfig, SimEngine
-from pipelines.formats import SftConfig, to_trl_sft
 from search.labeling import STRATEGIES
-from search.loaders import load_arith
-from search.problems import Problem
 from search.program import run_program
 from search.sampling import SamplingConfig, sample_solutions
 from search.tool_loop import ExecRequest, execute, generate_with_tools, with_tools
@@ -27,7 +28,8 @@ from search.tools import (
     tool_turns,
     trailing_code,
 )
-from search.tree import ToolCall, split_steps
+from search.traces.formats import SftConfig, to_trl_sft
+from search.tree import ToolCall
 from verifier.answers import judge
 
 STEP = "She buys 7 more:\n```python\ntotal = 24\nprint(total + 7)\n```\n```output\n31\n```\nSo 24 + 7 = {c}."
@@ -204,7 +206,7 @@ def test_tool_refuted_steps_are_bad_with_no_rollouts_and_match_the_truth(strateg
 def test_sft_rows_of_a_tool_run_hold_tool_messages_and_recovery_cuts_at_turns():
     import pyarrow as pa
 
-    from pipelines.formats import sft_table
+    from search.traces.formats import sft_table
 
     wrong = STEP.format(c=32) + "\n\n"
     good = STEP.format(c=31) + "\n\nThe answer is 31."

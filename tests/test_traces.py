@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from search.reflection import Detour, ReflectionConfig, StepLabel, reflect
-from search.traces import MineConfig, Solution, mine, shortest_correct, solutions_from_tree
+from search.traces.miners import MineConfig, Solution, mine, shortest_correct, solutions_from_tree
+from search.traces.reflection import Detour, ReflectionConfig, StepLabel, reflect
 from tests.traces_fixtures import S1, S2, S3, W1, W2, W2B, bad, good, marble_tree
 from verifier.arith_claims import check_step
 
@@ -111,7 +111,7 @@ def test_trace_row_spans_match_text():
 
 
 def test_reflection_uses_claim_feedback_when_a_source_supplies_it(monkeypatch):
-    from search import reflection
+    from search.traces import reflection
 
     monkeypatch.setitem(reflection.FEEDBACK, "arith",
                         lambda d, cfg, key: "48 / 3 = 16, not 14." if "14" in d.wrong_text else None)

@@ -8,12 +8,12 @@ import pytest
 from datasets import load_dataset
 
 import pipelines.export as export_module
-from cluster import arith
+from cluster.problems import arith
+from cluster.problems.problem import Problem
 from pipelines.export import ExportOptions, build_datasets, export
 from pipelines.mine import mine_run
 from pipelines.perturb import perturb_run
-from search.problems import Problem
-from search.traces import solutions_from_tree
+from search.traces.miners import solutions_from_tree
 from storage.catalog import Catalog
 from storage.runs import UnknownRunError, start_run
 from storage.shards import ShardWriter

@@ -15,7 +15,8 @@ import pytest
 import ray
 
 from pipelines.config import load_config
-from pipelines.run import RunSummary, execute
+from pipelines.run import execute
+from pipelines.summary import RunSummary
 from storage.catalog import Catalog
 from storage.runs import read_run
 from tests.cluster_fixtures import VLLM_TEST_KV_BYTES, capture_pools

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.reflection import StepLabel
+from search.traces.reflection import StepLabel
 from search.tree import Node, Tree
 
 S1 = "Tom has 3 bags of 16 marbles, so 3 * 16 = 48 marbles.\n\n"

@@ -1,7 +1,7 @@
 """Arithmetic-claim checker: find "a op b = c" computations in step text and recompute them exactly.
 
 A wrong computation is the cheapest process signal there is: no model, no rollouts, and when it fires it
-names the claim and the right value (``search.reflection`` turns that into feedback). The checker is tuned
+names the claim and the right value (``search.traces.reflection`` turns that into feedback). The checker is tuned
 for precision over recall: anything that might be algebra (a variable next to a number, a LaTeX command
 before or after an operand) is skipped rather than guessed at, and a claimed decimal that is the exact
 value rounded or truncated to the shown digits counts as right.

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cluster.engine import GenRequest, request_key, seed_for
-from search.problems import Problem
+from cluster.problems.problem import Problem
+from cluster.problems.steps import DEFAULT_DELIMITER, split_steps
 from search.program import Program
 from search.sampling import JudgeFn, config_from_dict
-from search.tree import DEFAULT_DELIMITER, split_steps
 
 FINISH_STOP = "stop"  # a sample ended on the stop string (the delimiter): the solution goes on
 

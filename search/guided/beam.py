@@ -7,8 +7,8 @@ The answer is the finished candidate with the best aggregated score.
 
 from __future__ import annotations
 
+from cluster.problems.problem import Problem
 from search.guided.base import BeamConfig, GuidedResult, Scorer, pick_best, step_search
-from search.problems import Problem
 from search.program import Program
 from search.sampling import JudgeFn
 

@@ -8,6 +8,7 @@ with the largest sum (majority vote weighted by the verifier).
 
 from __future__ import annotations
 
+from cluster.problems.problem import Problem
 from search.guided.base import (
     BestOfNConfig,
     GuidedResult,
@@ -20,7 +21,6 @@ from search.guided.base import (
     sample_full,
     score_candidates,
 )
-from search.problems import Problem
 from search.program import Program
 from search.sampling import JudgeFn
 

@@ -8,8 +8,8 @@ over all subtrees by aggregated score.
 
 from __future__ import annotations
 
+from cluster.problems.problem import Problem
 from search.guided.base import DvtsConfig, GuidedResult, Scorer, pick_best, step_search
-from search.problems import Problem
 from search.program import Program
 from search.sampling import JudgeFn
 

@@ -6,6 +6,7 @@ Ties are broken by ``base.majority_answer`` (the tied answer sampled first), the
 
 from __future__ import annotations
 
+from cluster.problems.problem import Problem
 from search.guided.base import (
     GuidedResult,
     MajorityConfig,
@@ -15,7 +16,6 @@ from search.guided.base import (
     result_for_answer,
     sample_full,
 )
-from search.problems import Problem
 from search.program import Program
 from search.sampling import JudgeFn
 

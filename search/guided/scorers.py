@@ -16,13 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster import arith
 from cluster.engine import request_key
-from search.problems import Problem
+from cluster.problems import arith
+from cluster.problems.problem import Problem
+from cluster.problems.steps import DEFAULT_DELIMITER
 from search.program import Program
 from search.rollouts import RolloutConfig, rollout_batch
 from search.sampling import JudgeFn, config_from_dict
-from search.tree import DEFAULT_DELIMITER, Tree
+from search.tree import Tree
 from verifier.arith_claims import first_error_by_claims
 
 
@@ -60,7 +61,7 @@ class ToolScorer:
 
 @dataclass
 class ArithTruthScorer:
-    """Exact truth on arith problems (``cluster.arith.first_error``): an oracle for tests and benchmarks."""
+    """Exact truth on arith problems (``cluster.problems.arith.first_error``): an oracle for tests and benchmarks."""
 
     delimiter: str = DEFAULT_DELIMITER
 

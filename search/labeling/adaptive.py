@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cluster.problems.problem import Problem
 from search.labeling.base import Evidence, LabelResult, LabelRules, finish
 from search.labeling.probe import SEARCHES, Caps, probe
 from search.labeling.sequential import Prober
-from search.problems import Problem
 from search.program import Program
 from search.rollouts import RolloutConfig
 from search.sampling import JudgeFn, config_from_dict

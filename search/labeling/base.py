@@ -35,10 +35,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from cluster.problems.problem import Problem
 from search.guided.base import majority_answer
 from search.labeling.checkers import CHECKERS, flag_steps
 from search.labeling.sequential import Prober, soft_verdict
-from search.problems import Problem
 from search.rollouts import RolloutCost
 from search.sampling import JudgeFn, SampledSolutions
 from search.tree import Node, Tree

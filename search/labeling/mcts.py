@@ -24,14 +24,15 @@ from math import sqrt
 from typing import Any
 
 from cluster.engine import FINISH_LENGTH
+from cluster.problems.problem import Problem
+from cluster.problems.steps import DEFAULT_DELIMITER, split_steps
 from search.labeling.base import Evidence, LabelResult, LabelRules, finish
 from search.labeling.probe import binary_targets
 from search.labeling.sequential import Prober
-from search.problems import Problem
 from search.program import Program
 from search.rollouts import RolloutConfig, RolloutCost, rollout_batch
 from search.sampling import JudgeFn, config_from_dict, step_token_counts
-from search.tree import DEFAULT_DELIMITER, Node, Rollout, Tree, split_steps
+from search.tree import Node, Rollout, Tree
 
 NAME = "mcts"
 

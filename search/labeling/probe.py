@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cluster.problems.problem import Problem
 from search.labeling.base import Evidence
-from search.problems import Problem
 from search.program import Program
 from search.rollouts import RolloutConfig, RolloutCost, rollout_batch
 from search.sampling import JudgeFn

@@ -27,7 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from search.eval_labels import first_error_scores
+from pipelines.evaluate.scores import first_error_scores
 from verifier.arith_claims import first_error_by_claims
 from verifier.consensus import combine_first_errors
 

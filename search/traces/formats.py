@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from cluster.engine import request_key
+from cluster.problems.steps import DEFAULT_DELIMITER
 from search.tools import tool_turns
-from search.traces import Labels, Solution
-from search.tree import DEFAULT_DELIMITER
+from search.traces.miners import Labels, Solution
 from storage.schemas import FILTERED, PRM_DATASET, SFT_DATASET
 
 AFTER_ERROR = ("cut", "mask")

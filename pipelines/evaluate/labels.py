@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from search.eval_labels import evaluate_strategies
+from pipelines.evaluate.scores import evaluate_strategies
 from storage.catalog import Catalog
 
 

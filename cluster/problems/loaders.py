@@ -3,8 +3,9 @@
 Bad rows never stop a load: each becomes a reject (``stage``, ``source`` = "file:line", ``row`` = raw text,
 ``reason``) and the rest loads, so nothing is dropped silently. A row is checked whole before it becomes a
 ``Problem`` (``check_row``: every string valid UTF-8, nesting at most ``MAX_DEPTH``, numbers finite, JSON
-numbers Python can read), and its gold answer must be one the verifier can compare (``verifier.answers.
-gold_error``), so nothing downstream (hashing, templating, Parquet, judging) can choke on it.
+numbers Python can read), and its gold answer must be one the verifier can compare (``gold_check``, which the
+caller passes: ``verifier.answers.gold_error``; problems sit below the verifier in the import graph, so they
+cannot import it), so nothing downstream (hashing, templating, Parquet, judging) can choke on it.
 
 The format is detected per file from the rows that match one (most rows win), so a first row with unexpected
 keys rejects only that row. Keys a format does not use never reject a row: they are kept in the problem's
@@ -16,7 +17,8 @@ apply them one row at a time.
 
 Example::
 
-    >>> problems, rejects = load_problems("/work/shared/data/gsm8k/test.jsonl")  # doctest: +SKIP
+    >>> from verifier.answers import gold_error  # doctest: +SKIP
+    >>> problems, rejects = load_problems("../shared/data/gsm8k/test.jsonl", gold_check=gold_error)  # doctest: +SKIP
     >>> problems[0].gold_answer, problems[0].source  # doctest: +SKIP
     ('18', 'gsm8k')
 """
@@ -34,18 +36,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cluster import arith
-from search.problems import Problem
-from verifier.answers import gold_error
+from cluster.problems import arith
+from cluster.problems.problem import Problem
+from storage.rejects import printable, reject_row
 
 MAX_QUESTION_CHARS = 64_000  # longer questions are almost surely broken rows, and blow up prompts
 MAX_ROW_CHARS = 1_000_000  # a whole row (JSON text); real dataset rows are a few KB
-MAX_REJECT_ROW_CHARS = 4_000  # raw row text kept in a reject
 MAX_DEPTH = 32  # nesting of a row's values; real rows nest 2-3 deep, deep ones break recursive code later
 GSM8K_MARK = "####"  # GSM8K answers end "#### <number>"
 UTF8_BOM = b"\xef\xbb\xbf"
 DETECT_ROWS = 1000  # rows read to decide a file's format (most rows win) before the stream starts
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+
+GoldCheck = Callable[[str], "str | None"]  # why a gold answer cannot be compared, or None (verifier.answers.gold_error)
 
 
 class LoadError(ValueError):
@@ -61,12 +64,12 @@ class RowFormat:
     """A file format recognised by the keys of its rows, and how one row becomes a Problem."""
 
     keys: frozenset[str]  # a row with all of these keys has this format
-    parse: Callable[[dict], Problem]
+    parse: Callable[[dict, GoldCheck], Problem]
     id_key: str | None = None  # a key whose value must be unique within the load (ProcessBench's "id")
 
 
-def load_problems(paths: str | Path | Iterable[str | Path],
-                  fmt: str | None = None) -> tuple[list[Problem], list[dict]]:
+def load_problems(paths: str | Path | Iterable[str | Path], fmt: str | None = None, *,
+                  gold_check: GoldCheck) -> tuple[list[Problem], list[dict]]:
     """Problems from one or more files, deduplicated by ``problem_id`` (first wins), plus the rejects.
 
     ``fmt`` forces a format name from ``FORMATS`` (``LoadError`` if no row of a file has its keys); by
@@ -75,12 +78,13 @@ def load_problems(paths: str | Path | Iterable[str | Path],
     """
     problems: list[Problem] = []
     rejects: list[dict] = []
-    for item in iter_problems(paths, fmt):
+    for item in iter_problems(paths, fmt, gold_check=gold_check):
         (problems if isinstance(item, Problem) else rejects).append(item)
     return problems, rejects
 
 
-def iter_problems(paths: str | Path | Iterable[str | Path], fmt: str | None = None) -> Iterator[Problem | dict]:
+def iter_problems(paths: str | Path | Iterable[str | Path], fmt: str | None = None, *,
+                  gold_check: GoldCheck) -> Iterator[Problem | dict]:
     """The problems and rejects of ``paths`` in file order, read lazily: a run streams them into shards.
 
     Every file is opened and its format decided (from its first ``DETECT_ROWS`` rows) before this returns, so
@@ -96,17 +100,17 @@ def iter_problems(paths: str | Path | Iterable[str | Path], fmt: str | None = No
     for path in paths:
         head = list(itertools.islice(_read_rows(Path(path)), DETECT_ROWS))
         files.append((Path(path), _forced(path, head, fmt) if fmt else _detect(path, head)))
-    return _unique(_parsed_rows(files))
+    return _unique(_parsed_rows(files, gold_check))
 
 
-def _parsed_rows(files: list[tuple[Path, str]]) -> Iterator[tuple[str, str, Problem | dict]]:
+def _parsed_rows(files: list[tuple[Path, str]], gold_check: GoldCheck) -> Iterator[tuple[str, str, Problem | dict]]:
     """Each row of each (file, format) as a Problem, or as its reject; ProcessBench-style ``id`` keys unique."""
     seen_ids: set[tuple[str, object]] = set()
     for path, name in files:
         key = FORMATS[name].id_key
         for where, raw, row in _read_rows(path):
             try:
-                problem = parse_row(row, name)
+                problem = parse_row(row, name, gold_check)
                 if key is not None:
                     if (name, row[key]) in seen_ids:
                         raise RowError(f"duplicate {key} {row[key]!r}")
@@ -131,16 +135,16 @@ def _unique(items: Iterable[tuple[str, str, Problem | dict]]) -> Iterator[Proble
         yield item
 
 
-def parse_row(row: dict | RowError, fmt: str) -> Problem:
+def parse_row(row: dict | RowError, fmt: str, gold_check: GoldCheck) -> Problem:
     """One read row as a Problem of format ``fmt``; ``RowError`` (the reject reason) if it can't be one."""
     if isinstance(row, RowError):
         raise row
     check_row(row)
-    return FORMATS[fmt].parse(row)
+    return FORMATS[fmt].parse(row, gold_check)
 
 
 def load_arith(n: int, seed: int, mix: dict[int, float] | None = None) -> list[Problem]:
-    """``n`` generated arith problems (``cluster.arith``); meta holds the true chain and the operations."""
+    """``n`` generated arith problems (``cluster.problems.arith``); meta holds the true chain and the operations."""
     return [Problem.make(r["question"], r["gold_answer"], "arith", r["meta"])
             for r in map(arith.to_record, arith.generate(n, seed, mix))]
 
@@ -330,13 +334,7 @@ def _forced(path: str | Path, rows: list[Row], fmt: str) -> str:
 
 
 def _reject(where: str, raw: str, reason: str) -> dict:
-    return {"stage": "load", "source": _printable(where), "row": _printable(raw[:MAX_REJECT_ROW_CHARS]),
-            "reason": _printable(reason)}
-
-
-def _printable(text: str) -> str:
-    """``text`` as valid UTF-8 (lone surrogates spelled ``\\udxxx``), so a reject row can always be stored."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return reject_row("load", where, raw, reason)
 
 
 # ---------------------------------------------------------------- checking a row
@@ -367,7 +365,7 @@ def _check_text(where: str, text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise RowError(f"{_printable(where) or 'row'}: not valid UTF-8 ({_printable(err.object[err.start:err.end])} "
+        raise RowError(f"{printable(where) or 'row'}: not valid UTF-8 ({printable(err.object[err.start:err.end])} "
                        f"at {err.start}: a lone surrogate or undecodable bytes)") from None
 
 
@@ -386,14 +384,14 @@ def _text(row: dict, key: str) -> str:
     return value
 
 
-def _gold(row: dict, key: str) -> str:
+def _gold(row: dict, key: str, gold_check: GoldCheck) -> str:
     """A gold answer field: a string (or an integer, as some MATH exports store them) the verifier can read."""
     value = row.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
         row = {key: value}
     gold = _text(row, key)
-    reason = gold_error(gold)
+    reason = gold_check(gold)
     if reason is not None:
         raise RowError(f"{key!r}: {reason}")
     return gold
@@ -412,23 +410,23 @@ def _rest(row: dict, used: tuple[str, ...]) -> dict:
     return {k: v for k, v in row.items() if k not in used}
 
 
-def _gsm8k(row: dict) -> Problem:
+def _gsm8k(row: dict, gold_check: GoldCheck) -> Problem:
     question, answer = _text(row, "question"), _text(row, "answer")
     solution, mark, gold = answer.rpartition(GSM8K_MARK)
     gold = gold.strip().replace(",", "")
     if not mark or not _NUMBER_RE.fullmatch(gold):
         raise RowError(f"answer has no '{GSM8K_MARK} <number>' gold answer")
-    reason = gold_error(gold)
+    reason = gold_check(gold)
     if reason is not None:
         raise RowError(f"'answer': {reason}")
     return _problem(question, gold, "gsm8k", {"solution": solution.strip(), **_rest(row, ("question", "answer"))})
 
 
-def _math(row: dict) -> Problem:
-    return _problem(_text(row, "problem"), _gold(row, "answer"), "math", _rest(row, ("problem", "answer")))
+def _math(row: dict, gold_check: GoldCheck) -> Problem:
+    return _problem(_text(row, "problem"), _gold(row, "answer", gold_check), "math", _rest(row, ("problem", "answer")))
 
 
-def _processbench(row: dict) -> Problem:
+def _processbench(row: dict, gold_check: GoldCheck) -> Problem:
     """A ProcessBench row is one (problem, solution) pair with no gold answer; the same problem appears
     with several generators' solutions, so the row id goes into ``source`` to keep problem ids distinct."""
     question, steps, label = _text(row, "problem"), row.get("steps"), row.get("label")
@@ -442,7 +440,7 @@ def _processbench(row: dict) -> Problem:
     return _problem(question, "", f"processbench:{row_id}", _rest(row, ("problem",)))
 
 
-def _open(row: dict) -> Problem:
+def _open(row: dict, gold_check: GoldCheck) -> Problem:
     """An open prompt: a question without a gold answer, labeled by self-consistency (the majority answer of
     its sampled solutions, ``search.labeling.base.with_pseudo_gold``). A row with an answer is refused, so a
     GSM8K file whose first row lacks one cannot drop every other row's gold."""
@@ -459,7 +457,8 @@ FORMATS: dict[str, RowFormat] = {  # detection tries these in order: most specif
 }
 
 
-def attach_gold(items: Iterable[Problem | dict], gold_paths: Iterable[str | Path]) -> Iterator[Problem | dict]:
+def attach_gold(items: Iterable[Problem | dict], gold_paths: Iterable[str | Path], *,
+                gold_check: GoldCheck) -> Iterator[Problem | dict]:
     """Fill missing gold answers (ProcessBench rows have none) from GSM8K/MATH files, matching question text.
 
     The gold files are read when this is called (a bad one raises ``LoadError`` at once); ``items`` (problems
@@ -468,7 +467,7 @@ def attach_gold(items: Iterable[Problem | dict], gold_paths: Iterable[str | Path
     """
     known: dict[str, str] = {}
     for path in gold_paths:
-        for p in load_problems(path)[0]:
+        for p in load_problems(path, gold_check=gold_check)[0]:
             known.setdefault(_normalize(p.question), p.gold_answer)
 
     def attached() -> Iterator[Problem | dict]:
@@ -478,7 +477,7 @@ def attach_gold(items: Iterable[Problem | dict], gold_paths: Iterable[str | Path
                 continue
             gold = p.gold_answer or known.get(_normalize(p.question), "")
             if not gold:
-                yield _reject(p.source, p.question[:MAX_REJECT_ROW_CHARS], "no gold answer for this question")
+                yield _reject(p.source, p.question, "no gold answer for this question")
             else:
                 yield p if gold == p.gold_answer else Problem(p.problem_id, p.question, gold, p.source, p.meta)
     return attached()

@@ -1,7 +1,8 @@
 """The ``arith`` world: seeded integer word problems whose text parses back into the exact spec.
 
-It lives in ``cluster/`` because the sim engine must read a question back out of its prompt, and cluster may
-not import search; ``search/loaders.py`` wraps the plain records from ``to_record`` as ``Problem`` objects.
+The sim engine reads a question back out of its prompt with ``parse_question`` and writes steps in this
+grammar; ``loaders.iter_arith`` wraps the plain records of ``to_record`` as ``Problem`` objects; ``first_error``
+is the exact ground truth of any solution, its steps cut by the one splitter (``steps.step_texts``).
 
 A problem is a start value and 1-12 operations, one sentence each, e.g. "Mia has 48 marbles. She gives half
 of them to her brother. Then she buys 7 more. How many marbles does Mia have now?". A worked solution has one
@@ -21,6 +22,8 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from cluster.problems.steps import DEFAULT_DELIMITER, step_texts
 
 MAX_STEPS = 12  # the labeling benchmark needs solutions of up to 12 operations
 DEFAULT_MIX: dict[int, float] = {1: 0.2, 2: 0.25, 3: 0.2, 4: 0.15, 5: 0.1, 6: 0.1}  # P(number of ops)
@@ -134,7 +137,7 @@ def format_answer(value: int) -> str:
 
 
 def to_record(spec: ArithSpec) -> dict:
-    """Plain ``question``/``gold_answer``/``meta`` record for wrapping as a ``search.problems.Problem``."""
+    """Plain ``question``/``gold_answer``/``meta`` record for wrapping as a ``cluster.problems.problem.Problem``."""
     return {"question": spec.question, "gold_answer": str(spec.answer), "meta": spec.meta()}
 
 
@@ -270,11 +273,6 @@ def parse_step(step: str) -> tuple[int, str, int, int] | int | None:
     return int(m[1]) if m else None
 
 
-def split_solution(text: str, delimiter: str) -> list[str]:
-    """Non-blank steps in order; indices agree with ``search.tree.split_steps`` (which cluster can't import)."""
-    return [s for s in text.split(delimiter) if s.strip()]
-
-
 def arithmetic_ok(a: int, op: str, b: int, c: int) -> bool:
     """Whether ``a op b = c`` holds exactly (division must leave no remainder)."""
     if op == "/":
@@ -282,7 +280,7 @@ def arithmetic_ok(a: int, op: str, b: int, c: int) -> bool:
     return OPS[op](a, b) == c
 
 
-def first_error(question: str, solution_text: str, delimiter: str = "\n\n") -> int:
+def first_error(question: str, solution_text: str, delimiter: str = DEFAULT_DELIMITER) -> int:
     """0-based index of the first wrong step of a solution to an arith question; -1 if no step is wrong.
 
     A step is wrong when its result differs from the true chain value, its arithmetic does not hold, it
@@ -298,7 +296,7 @@ def first_error(question: str, solution_text: str, delimiter: str = "\n\n") -> i
     if spec is None:
         raise ValueError("not an arith question")
     chain, n_ops = spec.chain, len(spec.steps)
-    for i, step in enumerate(split_solution(solution_text, delimiter)):
+    for i, step in enumerate(step_texts(solution_text, delimiter)):
         parsed = parse_step(step)
         if i < n_ops:
             if not isinstance(parsed, tuple) or parsed[3] != chain[i + 1] or not arithmetic_ok(*parsed):

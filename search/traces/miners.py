@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cluster.engine import request_key
-from search.reflection import Detour, ReflectionConfig, StepLabel, reflect
+from search.traces.reflection import Detour, ReflectionConfig, StepLabel, reflect
 from search.tree import Node, Tree
 
 Labels = dict[str, StepLabel]

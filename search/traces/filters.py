@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from search.tree import split_steps
+from cluster.problems.steps import split_steps
 from storage.schemas import FILTERED
 
 _WORD = re.compile(r"\w+")

@@ -2,7 +2,7 @@
 
 Two sources of variation, found through ``PERTURBERS`` by problem source:
 
-- ``arith`` problems (``cluster.arith``): the question parses back into its exact spec; a variant keeps the
+- ``arith`` problems (``cluster.problems.arith``): the question parses back into its exact spec; a variant keeps the
   operations and phrasings and draws a new name, object, start value and free operands, keeping every
   intermediate value valid (positive, exact divisions, small products). The gold answer is the new chain's end.
 - templates in the GSM-Symbolic format (``question_annotated`` with ``{var,default}`` slots and ``#init:``,
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from cluster import arith
-from search.problems import Problem
+from cluster.problems import arith
+from cluster.problems.problem import Problem
 
 SYMBOLIC_SOURCE = "gsm-symbolic"
 
