@@ -86,7 +86,7 @@ class SamplingSection(_Section):
     top_p: Float = Field(0.95, gt=0, le=1)
     delimiter: str = Field("\n\n", min_length=1)  # step separator
     seed: Seed = 0
-    few_shot: Int = Field(1, ge=0, le=64)  # worked arith examples put before arith questions (no other source gets them)
+    few_shot: Int = Field(1, ge=0, le=64)  # worked examples of the problem's own family; open prompts get none
     system_prompt: str = ""
     style: Literal["step-by-step", "chain-of-draft"] = "step-by-step"  # prompt preset (search.sampling.PROMPT_STYLES)
 
