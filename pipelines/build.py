@@ -3,7 +3,8 @@
 ``sampling_config`` (the search's sampling, with the worked examples of every problem family),
 ``labeling_options`` (the strategy's options; rollouts sample like the solutions unless told otherwise) and
 ``actor_spec`` (how to build and place an engine actor) are shared by ``tracemill run``/``label`` and
-``tracemill search``, so both read a config the same way.
+``tracemill search``, so both read a config the same way; ``open_judge`` (the LLM judge of open prompts)
+is ``tracemill run``/``label``'s.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipelines.config import RunConfig
 from search.labeling import STRATEGIES
 from search.sampling import SamplingConfig
 from search.tools import ToolConfig
+from verifier.judge_llm import JudgeConfig
 
 
 def sampling_config(cfg: RunConfig) -> SamplingConfig:
@@ -33,6 +35,15 @@ def sampling_config(cfg: RunConfig) -> SamplingConfig:
                           few_shot=few_shot_examples(s.few_shot, s.delimiter),
                           system_prompt=s.system_prompt or None, style=s.style,
                           tools=ToolConfig(**tools.model_dump()) if tools is not None else ToolConfig())
+
+
+def open_judge(cfg: RunConfig) -> JudgeConfig | None:
+    """The LLM judge of open prompts (``labeling.judge``, seeded like the sampling), or None under
+    self-consistency; only problems without a gold answer are judged (``search.labeling.judged_gold``)."""
+    if cfg.labeling.open_gold != "llm-judge":
+        return None
+    j = cfg.labeling.judge
+    return JudgeConfig(n=j.n, max_new_tokens=j.max_new_tokens, temperature=j.temperature, seed=cfg.sampling.seed)
 
 
 def labeling_options(cfg: RunConfig) -> dict[str, Any]:

@@ -103,9 +103,33 @@ class ToolsSection(_Section):
     workers: Int = Field(2, ge=1, le=1024)  # sandbox calls run at once
 
 
+class JudgeSection(_Section):
+    """The LLM judge of open prompts (``verifier.judge_llm``: ProcessBench's critic prompt, on the run's engines)."""
+
+    n: Int = Field(1, ge=1, le=64)  # critiques sampled per solution; the most common verdict wins
+    max_new_tokens: Int = Field(1024, ge=1, le=MAX_NEW_TOKENS)  # per critique: it walks through every step
+    temperature: Float = Field(0.0, ge=0, le=100)  # greedy by default; n > 1 needs a temperature above 0
+
+    @model_validator(mode="after")
+    def _votes_differ(self) -> JudgeSection:
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 needs temperature > 0 (greedy critiques are all the same)")
+        return self
+
+
 class LabelingConfig(_Section):
     strategy: Literal["linear", "binary", "adaptive", "mcts"] = "linear"
     options: dict[str, Any] = Field(default_factory=dict)  # the strategy's own config (e.g. k = 4)
+    # how an open prompt (no gold answer) gets its pseudo-gold: the majority answer of its sampled solutions, or
+    # the majority answer of those the LLM judge finds no error in; problems with a gold answer ignore it
+    open_gold: Literal["self-consistency", "llm-judge"] = "self-consistency"
+    judge: JudgeSection = JudgeSection()  # read only with open_gold = "llm-judge"
+
+    @model_validator(mode="after")
+    def _judge_read(self) -> LabelingConfig:
+        if "judge" in self.model_fields_set and self.open_gold != "llm-judge":
+            raise ValueError('judge is set but open_gold is not "llm-judge" (the only mode that reads it)')
+        return self
 
 
 class MiningConfig(_Section):
@@ -148,9 +172,11 @@ class RunConfig(_Section):
         context = self.engine.options.get("max_model_len")
         limit = context if _is_int(context) else MAX_NEW_TOKENS + 1
         rollout = self.labeling.options.get("rollout")
+        judge = self.labeling.judge.max_new_tokens if self.labeling.open_gold == "llm-judge" else 1  # else unread
         for key, tokens in [("sampling.max_new_tokens", self.sampling.max_new_tokens),
                             ("labeling.options.rollout.max_new_tokens",
-                             rollout.get("max_new_tokens", 1) if isinstance(rollout, dict) else 1)]:
+                             rollout.get("max_new_tokens", 1) if isinstance(rollout, dict) else 1),
+                            ("labeling.judge.max_new_tokens", judge)]:
             if not _is_int(tokens) or not 1 <= tokens < limit:
                 bound = (f"below engine.options.max_model_len ({context})" if _is_int(context)
                          else f"at most {MAX_NEW_TOKENS}")

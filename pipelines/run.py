@@ -27,7 +27,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from cluster.actors import ActorSpec
 from cluster.pool import EnginePool, PoolConfig
 from cluster.problems.problem import Problem
-from pipelines.build import actor_spec, labeling_options, new_run_id, sampling_config
+from pipelines.build import actor_spec, labeling_options, new_run_id, open_judge, sampling_config
 from pipelines.config import ConfigError, RunConfig
 from pipelines.inputs import plan_shards, problem_stream
 from pipelines.jobs import check_run_id, engine_pool, recorded_run
@@ -121,7 +121,8 @@ def _run_workers(plan: RunPlan, pool: EnginePool, todo: Iterator[tuple[str, list
     max_active = max(64, 8 * cfg.engine.replicas)  # programs in flight per search worker
     job = SearchJob(run_id=plan.run_id, root=str(plan.root), sampling=plan.sampling, strategy=cfg.labeling.strategy,
                     labeling=plan.labeling, ground_truth=cfg.engine.backend == "sim",
-                    pool=PoolConfig(max_retries=cfg.ray.max_retries), max_active=max_active)
+                    pool=PoolConfig(max_retries=cfg.ray.max_retries), max_active=max_active,
+                    open_judge=open_judge(cfg))
     job_ref = ray.put(job)  # held until the run ends: a restarted worker is rebuilt from it
     workers = [launch_worker(job_ref, pool.actors) for _ in range(cfg.ray.search_workers)]
     try:

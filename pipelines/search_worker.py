@@ -35,14 +35,16 @@ from cluster import sim_code
 from cluster.pool import EnginePool, PoolConfig
 from cluster.problems.given import has_given_solution
 from cluster.problems.problem import Problem
-from search.labeling import STRATEGIES, rows
-from search.labeling.base import PSEUDO_GOLD, mark_gold_source, with_pseudo_gold
+from search.labeling import STRATEGIES, LabelResult, rows
+from search.labeling.base import mark_gold_source, with_pseudo_gold
+from search.labeling.judged_gold import Critic, critic_template, judged_gold
 from search.program import Program, ProgramDriver
 from search.sampling import SamplingConfig, given_solutions, prompt_messages, sample_solutions
 from search.tool_loop import ToolPool
 from storage.rejects import reject_row
 from storage.shards import ShardWriter
 from verifier.answers import judge
+from verifier.judge_llm import JudgeConfig
 
 WORKER_NUM_CPUS = 0  # reserved per worker: none, so workers fit next to engines that took every CPU (their count is `ray.search_workers`)
 THREADS = 4  # the search thread's feeders: feed, done and stats calls answered concurrently
@@ -60,6 +62,7 @@ class SearchJob:
     ground_truth: bool  # the sim engine: the exact first wrong step of each solution is known
     pool: PoolConfig
     max_active: int  # programs waiting on results at once, per worker
+    open_judge: JudgeConfig | None = None  # the LLM judge of open prompts; None: self-consistency
 
 
 @dataclass
@@ -85,28 +88,41 @@ class _Shard:
 
 
 def problem_program(problem: Problem, prompt: str, scfg: SamplingConfig, strategy: str, lcfg: Any,
-                    run_id: str, ground_truth: bool) -> Program[dict[str, list[dict]]]:
-    """Sample the problem's solutions, label their steps, and return the rows of its tables."""
+                    run_id: str, ground_truth: bool, critic: Critic | None = None) -> Program[dict[str, list[dict]]]:
+    """Sample the problem's solutions, label their steps, and return the rows of its tables.
+
+    An open prompt is labeled against a pseudo-gold: the LLM judge's (``critic``) or self-consistency's.
+    One the judge accepts no solution of is stored unlabeled, with a ``rejects`` row saying why.
+    """
+    pseudo, rejected = None, ""
     if has_given_solution(problem):
         sampled = given_solutions(problem, scfg, judge)
     else:
         sampled = yield from sample_solutions(problem, prompt, scfg, judge)
-    pseudo = None if has_given_solution(problem) else with_pseudo_gold(problem, sampled, judge)  # open prompts
+        if critic is not None and not problem.gold_answer:
+            judged = yield from judged_gold(problem, sampled, judge, critic)
+            problem, rejected = judged.problem, judged.reason
+            pseudo = None if rejected else problem
+        else:
+            pseudo = with_pseudo_gold(problem, sampled, judge)  # None for a problem with a gold answer
     problem = pseudo or problem
     if ground_truth and problem.source == "arith":  # the sim engine's solutions: the exact first wrong step is known
         for sol in sampled.solutions:
             sol.true_first_error = sim_code.first_error(problem.question, sol.text, scfg.delimiter)
     paths = [s.path for s in sampled.solutions]
-    result = yield from STRATEGIES[strategy].label(sampled.tree, paths, problem, prompt, lcfg, judge)
+    if rejected:  # no answer to judge rollouts against
+        result = LabelResult(strategy, {}, [None] * len(paths))
+    else:
+        result = yield from STRATEGIES[strategy].label(sampled.tree, paths, problem, prompt, lcfg, judge)
     out = rows(sampled.tree, result, run_id, sampled.solutions)
     if pseudo is not None:
-        mark_gold_source(out["step_labels"], PSEUDO_GOLD)
+        mark_gold_source(out["step_labels"], pseudo.meta["gold_source"])
     out["problems"] = [{"run_id": run_id, "problem_id": problem.problem_id, "source": problem.source,
                         "question": problem.question, "gold_answer": problem.gold_answer,
                         "meta_json": problem.meta_json()}]
-    if result.filtered:
+    if result.filtered or rejected:
         out["rejects"] = [reject_row("label", problem.problem_id, problem.question,
-                                     "filtered: probe rollouts all right or all wrong")]
+                                     rejected or "filtered: probe rollouts all right or all wrong")]
     return out
 
 
@@ -124,6 +140,7 @@ class SearchWorker:
         self._outbox: queue.Queue[ShardDone] = queue.Queue()
         self._ready: deque[tuple[str, Any]] = deque()  # programs of accepted shards not started yet
         self._shard_of: dict[str, _Shard] = {}  # problem id -> its shard, while the problem runs
+        self._critic: Critic | None = None  # the open-prompt judge, once the engines gave its chat template
         self._error: BaseException | None = None
         threading.Thread(target=self._search, name="search", daemon=True).start()
 
@@ -187,11 +204,14 @@ class SearchWorker:
             return
         job = self._job
         prompts = self._pool.apply_chat_template([prompt_messages(p, job.sampling) for p in problems])
+        if job.open_judge is not None and self._critic is None:
+            self._critic = Critic(job.open_judge, critic_template(self._pool.apply_chat_template))
         shard = _Shard(ShardDone(name), len(problems))
         for problem, prompt in zip(problems, prompts, strict=True):
             self._shard_of[problem.problem_id] = shard
             self._ready.append((problem.problem_id, problem_program(
-                problem, prompt, job.sampling, job.strategy, job.labeling, job.run_id, job.ground_truth)))
+                problem, prompt, job.sampling, job.strategy, job.labeling, job.run_id, job.ground_truth,
+                self._critic)))
 
     def _finished(self, problem_id: str, out: dict[str, list[dict]]) -> None:
         shard = self._shard_of.pop(problem_id)

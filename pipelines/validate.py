@@ -9,7 +9,11 @@ evidence does not say. Each check counts its violations and shows one example ro
 - ``label_evidence``: no label contradicts its own rollouts: a step whose rollouts all failed is good only with
   ``label_source = 'override'``; an ``mc`` label is Math-Shepherd's rule (good iff a rollout succeeded); an
   ``outcome`` label is the terminal step's own answer; an ``inferred`` label has no rollouts of its own (the
-  rule is the part of ``label_source`` before any ``:``, so ``mc:self-consistency`` is checked as ``mc``);
+  rule is the part of ``label_source`` before any ``:``, so ``mc:self-consistency`` and ``mc:llm-judge`` are
+  checked as ``mc``);
+- ``gold_sources``: a label ends with ``:self-consistency`` or ``:llm-judge`` exactly when its problem was
+  judged against that pseudo-gold (the problem's ``meta_json.gold_source``), so filtering on the suffix finds
+  every label of open prompts and nothing else;
 - ``first_errors``: a solution's stored first error is its first step labeled bad, every step before it good;
 - ``prm_negatives``: every solution with a labeled first error has a PRM row with that negative, or a
   ``filtered`` row saying why not;
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from search.labeling.base import GOLD_SOURCES
 from search.tools import tool_error
 from search.tree import ToolCall
 from storage.catalog import Catalog
@@ -34,6 +39,8 @@ from storage.runs import require_run
 from verifier.answers import judge
 
 TOLERANCE = 1e-9  # value == n_correct / n up to float rounding
+_GOLD_SQL = ", ".join(f"'{g}'" for g in GOLD_SOURCES)  # pseudo-gold sources as a SQL list
+_GOLD_RE = "|".join(GOLD_SOURCES)  # ... and as a regular expression's alternatives
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,14 @@ _CHECKS: dict[str, str] = {
            OR (split_part(l.label_source, ':', 1) = 'override' AND NOT (l.hard AND l.n >= 1 AND l.n_correct = 0))
            OR (split_part(l.label_source, ':', 1) = 'inferred' AND l.n > 0)
            OR (split_part(l.label_source, ':', 1) = 'outcome' AND l.hard IS DISTINCT FROM n.outcome_correct)""",
+    "gold_sources": f"""
+        WITH p AS (SELECT DISTINCT problem_id, json_extract_string(meta_json, '$.gold_source') AS gold_source
+                   FROM problems)
+        SELECT 'node ' || l.node_id || ' (' || l.strategy || ', ' || l.label_source || '): its problem''s gold answer came from ' ||
+               coalesce(p.gold_source, 'its data') AS what
+        FROM step_labels l LEFT JOIN p USING (problem_id)
+        WHERE regexp_extract(l.label_source, ':({_GOLD_RE})$', 1)
+              <> CASE WHEN p.gold_source IN ({_GOLD_SQL}) THEN p.gold_source ELSE '' END""",
     "first_errors": """
         WITH steps AS (SELECT DISTINCT solution_id, first_error, unnest(node_ids) AS node_id,
                               generate_subscripts(node_ids, 1) - 1 AS pos FROM solutions WHERE first_error IS NOT NULL),

@@ -67,6 +67,14 @@ BAD_CONFIGS: list[tuple[str, list[str], str]] = [  # (case, arguments after `run
     ("lone surrogate in a prompt", s("sampling.system_prompt=\udcff"), "sampling.system_prompt: not valid UTF-8"),
     ("unknown strategy", s("labeling.strategy=greedy"), "labeling.strategy"),
     ("unknown strategy option", s("labeling.options={kk = 4}"), "labeling.options"),
+    ("unknown open_gold", s("labeling.open_gold=oracle"), "labeling.open_gold"),
+    ("judge settings without the judge", s("labeling.judge={n = 2, temperature = 0.7}"),
+     'labeling: judge is set but open_gold is not "llm-judge"'),
+    ("greedy judge asked for votes", s("labeling.open_gold=llm-judge") + s("labeling.judge={n = 4}"),
+     "labeling.judge: n > 1 needs temperature > 0"),
+    ("judge max_new_tokens over the engine's context", s("labeling.open_gold=llm-judge")
+     + s("engine.options={max_model_len = 2048}") + s("labeling.judge={max_new_tokens = 4096}"),
+     "labeling.judge.max_new_tokens: must be an integer from 1, below engine.options.max_model_len (2048)"),
     ("unknown mined kind", s('mining.kinds=["nope"]'), "mining.kinds"),
     ("datasets a word", s("mining.datasets=yes"), "mining.datasets"),
     ("shard size 0", s("storage.shard_size=0"), "storage.shard_size"),
@@ -85,6 +93,8 @@ BAD_CONFIGS: list[tuple[str, list[str], str]] = [  # (case, arguments after `run
     ("resume of an unknown run", ["--resume", "nope"], "no run 'nope'"),
     ("resume with a changed config", ["--resume", "r1"] + s("problems.n=3") + s("sampling.seed=7"),
      "differs from the run's in problems.n, sampling.seed"),
+    ("resume with the LLM judge instead", ["--resume", "r1"] + s("labeling.open_gold=llm-judge"),
+     "differs from the run's in labeling.open_gold"),
     ("an existing id without --resume", ["--run-id", "r1"], "already exists"),
     ("--run-id and --resume disagree", ["--run-id", "r1", "--resume", "r2"], "name different runs"),
 ]

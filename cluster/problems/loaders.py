@@ -441,9 +441,9 @@ def _processbench(row: dict, gold_check: GoldCheck) -> Problem:
 
 
 def _open(row: dict, gold_check: GoldCheck) -> Problem:
-    """An open prompt: a question without a gold answer, labeled by self-consistency (the majority answer of
-    its sampled solutions, ``search.labeling.base.with_pseudo_gold``). A row with an answer is refused, so a
-    GSM8K file whose first row lacks one cannot drop every other row's gold."""
+    """An open prompt: a question without a gold answer, labeled against a pseudo-gold (``labeling.open_gold``:
+    self-consistency, ``search.labeling.base.with_pseudo_gold``, or the LLM judge, ``search.labeling.judged_gold``).
+    A row with an answer is refused, so a GSM8K file whose first row lacks one cannot drop every other row's gold."""
     if "answer" in row:
         raise RowError("has an 'answer': not an open prompt (the file's first row has none)")
     return Problem.make(_text(row, "question"), "", "open", _rest(row, ("question",)))

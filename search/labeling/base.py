@@ -21,10 +21,12 @@ it (columns: node_id, strategy, n, n_correct, value, hard, soft, label_source):
 - ``tool``: the step's own code call failed, or the result it states disagrees with the output
   (``search.tools.tool_error``); bad whatever its rollouts say, and no rollouts are spent on it.
 
-Open prompts (a problem without a gold answer) are judged by self-consistency: the majority answer of the
-sampled solutions is their pseudo-gold (``with_pseudo_gold``), and every label of such a problem carries
-``:self-consistency`` after its source (``mc:self-consistency``), so ``WHERE label_source LIKE
-'%:self-consistency'`` finds them and ``split_part(label_source, ':', 1)`` is the rule that decided them.
+Open prompts (a problem without a gold answer) are judged against a pseudo-gold: by default self-consistency,
+the majority answer of the sampled solutions (``with_pseudo_gold``), or the majority answer of the solutions
+an LLM judge finds no error in (``search.labeling.judged_gold``). Every label of such a problem carries the
+pseudo-gold's source after its own (``mc:self-consistency``, ``mc:llm-judge``; the problem's
+``meta["gold_source"]``), so ``WHERE label_source LIKE '%:llm-judge'`` finds them and
+``split_part(label_source, ':', 1)`` is the rule that decided them.
 
 ``soft`` is the MC value (the outcome value for terminals); None only for a non-terminal step without
 rollouts.
@@ -45,6 +47,8 @@ from search.tree import Node, Tree
 
 SOURCES = {"hard": "mc", "threshold": "mc-threshold", "drop": "mc-drop"}  # rule -> label_source
 PSEUDO_GOLD = "self-consistency"  # label_source suffix: judged against the sampled solutions' majority answer
+LLM_JUDGE = "llm-judge"  # label_source suffix: judged against the majority answer of the judge-accepted solutions
+GOLD_SOURCES = (PSEUDO_GOLD, LLM_JUDGE)  # every label_source suffix naming a pseudo-gold
 
 
 @dataclass(frozen=True)
@@ -249,14 +253,19 @@ def with_pseudo_gold(problem: Problem, sampled: SampledSolutions, judge: JudgeFn
     if problem.gold_answer:
         return None
     gold = majority_answer([s.answer for s in sampled.solutions])
-    if gold is None:
-        return None
+    return None if gold is None else adopt_gold(problem, sampled, judge, gold, PSEUDO_GOLD)
+
+
+def adopt_gold(problem: Problem, sampled: SampledSolutions, judge: JudgeFn, gold: str, gold_source: str,
+               meta: dict | None = None) -> Problem:
+    """``problem`` with ``gold`` as its answer, found by ``gold_source`` (recorded in ``meta["gold_source"]``
+    with any other ``meta``); its solutions and their terminal leaves are judged again against it."""
     for sol in sampled.solutions:
         sol.correct = bool(judge(sol.text, gold).correct)
         if sol.path and sol.path[-1].terminal:
             sol.path[-1].outcome_correct = sol.correct
     return Problem(problem.problem_id, problem.question, gold, problem.source,
-                   {**problem.meta, "gold_source": PSEUDO_GOLD})
+                   {**problem.meta, **(meta or {}), "gold_source": gold_source})
 
 
 def mark_gold_source(label_rows: list[dict], gold_source: str) -> None:
