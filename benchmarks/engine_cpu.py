@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from cluster.engine import GenRequest
+from cluster.transformers_config import TransformersConfig
 from cluster.transformers_engine import FINISH_EOS, TransformersEngine
 
 FILLER = " ".join(f"Step {i}: {i} apples plus {3 * i} pears make {4 * i} fruits." for i in range(400))
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy box)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    engine = TransformersEngine(args.model, max_batch_size=args.n)
+    engine = TransformersEngine(TransformersConfig(args.model, max_batch_size=args.n))
     shared = _prefix_text(engine, args.prefix_tokens, 0)
     distinct = [_prefix_text(engine, args.prefix_tokens, i + 1) for i in range(args.n)]
     modes: dict[str, Callable[[int], int]] = {

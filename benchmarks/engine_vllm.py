@@ -90,10 +90,11 @@ def request_record(req: GenRequest) -> dict[str, Any]:
 
 
 def run_config(args: argparse.Namespace, backend: str, root: Path) -> Any:
-    """The config file with ``--set`` overrides; the vLLM run gets CPU-sized options on a CPU, the sim run none."""
-    from pipelines.config import load_config
+    """The config file with ``--set`` overrides; the vLLM run gets CPU-sized options on a CPU, the sim run the
+    same engine actors with none of vLLM's keys (the sim refuses them)."""
+    from pipelines.config import load_config, parse_config
 
-    overrides: dict[str, Any] = {"problems.n": args.problems, "storage.root": str(root), "engine.backend": backend}
+    overrides: dict[str, Any] = {"problems.n": args.problems, "storage.root": str(root), "engine.backend": "vllm"}
     options: dict[str, Any] = {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -105,9 +106,11 @@ def run_config(args: argparse.Namespace, backend: str, root: Path) -> Any:
             options[key.removeprefix("engine.options.")] = value
         else:
             overrides[key] = value
-    if backend != "vllm":  # the sim engine takes none of vLLM's options
-        return load_config(args.config, {**overrides, "engine.options": {}})
-    in_file = load_config(args.config, overrides).engine.options
+    if backend != "vllm":
+        data = load_config(args.config, {**overrides, "engine.options": {}}).model_dump(mode="json")
+        data["engine"] = {"backend": backend, **{k: data["engine"][k] for k in ("replicas", "num_cpus", "num_gpus")}}
+        return parse_config(data)
+    in_file = load_config(args.config, overrides).engine.options.model_dump()
     defaults = {} if has_gpu() else CPU_OPTIONS
     return load_config(args.config, {**overrides, "engine.options": {**defaults, **in_file, **options}})
 
@@ -146,8 +149,7 @@ def raw_replay(cfg: Any, requests: list[GenRequest]) -> tuple[float, int, int]:
     from cluster.models import resolve_model
 
     path = str(resolve_model(cfg.engine.model))
-    options = {k: v for k, v in cfg.engine.options.items()}
-    vcfg = VLLMConfig(model=path, **options)
+    vcfg = VLLMConfig(**{**cfg.engine.engine_kwargs(cfg.sampling.delimiter), "model": path})
     kwargs = {k: v for k, v in engine_kwargs(vcfg, has_gpu()).items() if v is not None}
     tok = AutoTokenizer.from_pretrained(path)
     bos = tok.bos_token
@@ -190,7 +192,7 @@ def main() -> None:
     raw_s, raw_tokens, raw_samples = raw_replay(cfg, requests)
     raw_rate = raw_tokens / raw_s
     sim_rate = sim.meter.requests / sim.search_wall_s
-    print(f"model={cfg.engine.model} gpu={has_gpu()} problems={args.problems} options={dict(cfg.engine.options)}")
+    print(f"model={cfg.engine.model} gpu={has_gpu()} problems={args.problems} options={cfg.engine.options.model_dump()}")
     print(f"recorded requests: {len(requests)} ({sum(r.n for r in requests)} samples, "
           f"{sum(not r.prefix for r in requests)} without a prefix); the pool counted {summary.meter.requests}")
     print(f"pipeline: {pipe_tokens} tokens in {summary.search_wall_s:.1f} s search wall "

@@ -65,9 +65,10 @@ def main() -> None:
 
     if args.real:
         from cluster.problems.few_shot import few_shot_examples
+        from cluster.transformers_config import TransformersConfig
         from cluster.transformers_engine import TransformersEngine
 
-        engine, extra = TransformersEngine("smollm2-135m-instruct"), REAL_TOKENS
+        engine, extra = TransformersEngine(TransformersConfig("smollm2-135m-instruct")), REAL_TOKENS
         scfg = SamplingConfig(few_shot=few_shot_examples(1, "\n\n"))
         problems = load_arith(args.problems or 8, args.seed, REAL_MIX)
     else:

@@ -14,6 +14,7 @@ import argparse
 import copy
 import time
 
+from cluster.transformers_config import TransformersConfig
 from cluster.transformers_engine import TransformersEngine
 from pipelines.build import labeling_options, sampling_config
 from pipelines.config import load_config
@@ -34,7 +35,7 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="run config (default: the quickstart)")
     args = ap.parse_args()
     cfg = load_config(args.config, {"problems.n": args.problems})
-    engine = TransformersEngine(cfg.engine.model, max_batch_size=cfg.engine.max_batch_size)
+    engine = TransformersEngine(TransformersConfig(cfg.engine.model))  # the recipe's model, in process
     scfg = sampling_config(cfg)
     problems, _ = load_inputs(cfg.problems)
     prompts = {p.problem_id: build_prompt(engine.apply_chat_template, p, scfg) for p in problems}

@@ -15,7 +15,7 @@ flips a token only when a uniform lands exactly on a probability boundary (or at
 same requests in the same batches are bit-for-bit reproducible on one machine.
 
 Example:
-    >>> engine = TransformersEngine("smollm2-135m-instruct")  # doctest: +SKIP
+    >>> engine = TransformersEngine(TransformersConfig("smollm2-135m-instruct"))  # doctest: +SKIP
     >>> prompt = engine.apply_chat_template([{"role": "user", "content": "What is 2+3?"}])  # doctest: +SKIP
     >>> engine.generate([GenRequest("k", prompt, n=4, stop=("\\n\\n",))])[0].samples[0].text  # doctest: +SKIP
 """
@@ -32,8 +32,9 @@ from transformers.cache_utils import DynamicLayer
 from cluster.engine import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenRequest, GenResult, Sample
 from cluster.models import resolve_model
 from cluster.requests import PromptEncoder, StopChecker, TextStream, first_stop_end, make_result
+from cluster.transformers_config import DTYPES, TransformersConfig
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 NUCLEUS_CANDIDATES = 512  # top-k searched for the top-p nucleus before falling back to a full sort
 
 
@@ -213,30 +214,19 @@ def _check(request: GenRequest) -> None:
 class TransformersEngine:
     """A Hugging Face causal LM behind the ``Engine`` protocol (see the module docstring)."""
 
-    def __init__(
-        self,
-        model: str,
-        device: str = "cpu",
-        dtype: str = "float32",
-        max_batch_size: int = 16,  # sample rows decoded together; bounds KV-cache memory
-        share_prefix: bool = True,  # prefill a request's context once for all its n samples
-        num_threads: int | None = None,  # torch CPU threads; None keeps the process setting (Ray: num_cpus)
-        engine_id: str = "",
-    ) -> None:
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be >= 1")
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
-        path = resolve_model(model)
+    def __init__(self, config: TransformersConfig) -> None:
+        self.config = config
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        path = resolve_model(config.model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.encode = PromptEncoder(self.tokenizer)  # request -> prompt ids + prefix ids
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
-        self.device = torch.device(device)
-        self.max_batch_size = max_batch_size
-        self.share_prefix = share_prefix
-        self.engine_id = engine_id or f"transformers:{model}"
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=TORCH_DTYPES[config.dtype])
+        self.model = model.to(config.device).eval()
+        self.device = torch.device(config.device)
+        self.max_batch_size = config.max_batch_size
+        self.share_prefix = config.share_prefix
+        self.engine_id = config.engine_id or f"transformers:{config.model}"
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.eos_ids = {i for i in eos_ids if i is not None}

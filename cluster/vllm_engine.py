@@ -60,6 +60,7 @@ class VLLMConfig:
     gpu_memory_utilization: float | None = None  # None: 0.85 of each GPU; on CPU a share of the NUMA node's memory
     kv_cache_memory_bytes: int | None = None  # KV cache size; None: on CPU 2 GiB unless gpu_memory_utilization is set
     max_model_len: int | None = None  # None: the model's own context length
+    max_num_seqs: int | None = None  # sequences decoded together (a run config's engine.max_batch_size); None: vLLM's
     dtype: str = "auto"
     seed: int = 0  # engine-level seed; each request also carries its own
     enforce_eager: bool | None = None  # None: False on GPU (CUDA graphs), True on CPU (fast start)
@@ -72,6 +73,8 @@ class VLLMConfig:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
             raise ValueError("kv_cache_memory_bytes must be >= 1")
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
+            raise ValueError("max_num_seqs must be >= 1")
 
 
 GPU_MEMORY_UTILIZATION = 0.85  # default share of each GPU
@@ -109,12 +112,14 @@ def engine_kwargs(config: VLLMConfig, gpu: bool) -> dict[str, Any]:
         kv_bytes = CPU_KV_CACHE_BYTES
     if kv_bytes is not None:
         kwargs["kv_cache_memory_bytes"] = kv_bytes
+    if config.max_num_seqs is not None:  # else vLLM's own default for the platform
+        kwargs["max_num_seqs"] = config.max_num_seqs
     if memory is not None or gpu:
         kwargs["gpu_memory_utilization"] = GPU_MEMORY_UTILIZATION if memory is None else memory
     if not gpu:
         kwargs["enable_chunked_prefill"] = False
         if config.max_model_len is not None:  # else vLLM raises its default to the model's length itself
-            kwargs["max_num_batched_tokens"] = max(CPU_BATCHED_TOKENS, config.max_model_len)
+            kwargs["max_num_batched_tokens"] = max(CPU_BATCHED_TOKENS, config.max_model_len, config.max_num_seqs or 0)
     kwargs.update(config.engine_args)
     return kwargs
 

@@ -59,17 +59,11 @@ def labeling_options(cfg: RunConfig) -> dict[str, Any]:
 
 
 def actor_spec(cfg: RunConfig) -> ActorSpec:
+    """How to build and place one engine actor: the backend's name, the config its factory gets (the engine
+    section decides, ``pipelines.config``), and the CPUs and GPUs Ray reserves for it."""
     e = cfg.engine
-    engine: dict[str, Any] = dict(e.options)
-    if e.backend == "transformers":
-        engine = {"model": e.model, "max_batch_size": e.max_batch_size, **engine}
-    elif e.backend == "vllm":
-        engine = {"model": e.model, **engine}
-    elif e.backend == "openai":  # engine.model is the served model's name; max_batch_size bounds calls in flight
-        engine = {"model": e.model, "max_concurrency": e.max_batch_size, **engine}
-    elif e.backend == "sim":
-        engine = {"delimiter": cfg.sampling.delimiter, **engine}
-    return ActorSpec(backend=e.backend, engine=engine, num_cpus=e.num_cpus, num_gpus=e.num_gpus)
+    return ActorSpec(backend=e.backend, engine=e.engine_kwargs(cfg.sampling.delimiter), num_cpus=e.num_cpus,
+                     num_gpus=e.num_gpus)
 
 
 def new_run_id(cfg: RunConfig) -> str:

@@ -5,28 +5,44 @@ Unknown keys and wrong types are errors (``extra="forbid"``, and strict scalars:
 limits below ``MAX_NEW_TOKENS`` and the engine's ``max_model_len`` when set); every string must be valid
 UTF-8 and every float finite. ``ConfigError`` carries a one-line message naming the key, which the CLI prints
 before exiting with code 2. Validation does no I/O.
+
+``[engine]`` is one model per backend, chosen by ``backend`` (a discriminated union): each registered backend
+of ``cluster.backends`` takes only the keys it reads, its ``options`` typed from its own config dataclass, and
+knows the config its factory gets (``engine_kwargs``) and the model a run records; any other name must be a
+``"package.module:callable"`` plugin, whose options its factory checks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+from abc import abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_type_hints
 
 import tomllib
 from pydantic import (
     AllowInfNan,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Strict,
     StrictBool,
+    Tag,
     ValidationError,
+    ValidationInfo,
+    create_model,
     field_validator,
+    model_serializer,
     model_validator,
 )
+
+from cluster.backends import BACKENDS, is_plugin_name
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.toml"
 MAX_NEW_TOKENS = 131_072  # per generation: the longest context of current open models; engines cap lower
@@ -64,19 +80,196 @@ class ProblemsConfig(_Section):
         return mix
 
 
-class EngineConfig(_Section):
-    backend: Literal["transformers", "sim", "vllm", "openai"] = "transformers"
-    model: str = "smollm2-135m-instruct"  # registry name or a local HF-format folder
+class _Options(BaseModel):
+    """``engine.options`` of a registered backend: the fields of its config dataclass (``cluster.backends``), typed
+    as the dataclass declares them, minus those other keys of the run config set.
+
+    A dump holds only the keys the recipe gave, so the stored config says what was asked for and the backend's
+    own defaults (``None`` = "decide on the machine", for vLLM) still apply when the engine is built.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    backend: ClassVar[str]
+    from_engine: ClassVar[dict[str, str]]  # backend config field -> the [engine] key that sets it
+
+    @model_serializer(mode="wrap")
+    def _given(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in dump(self).items() if key in self.model_fields_set}
+
+    def backend_kwargs(self, engine: Mapping[str, Any]) -> dict[str, Any]:
+        """The backend config's keyword arguments: these options plus the fields ``engine`` (the section) sets."""
+        return {**{field: engine[key] for field, key in self.from_engine.items()}, **self.model_dump()}
+
+
+def backend_options(name: str, backend: str, from_engine: dict[str, str],
+                    from_run: tuple[str, ...] = ()) -> type[_Options]:
+    """The ``engine.options`` model of ``backend``, derived from its config dataclass: every field except those
+    set by ``[engine]`` keys (``from_engine``: field -> key) or by other sections (``from_run``). ``name`` is
+    the module-level name it is bound to, so a config pickles (pickle finds classes by name)."""
+    config = BACKENDS[backend].config
+    hints = get_type_hints(config)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        if field.name in from_engine or field.name in from_run:
+            continue
+        if field.default is not dataclasses.MISSING:
+            fields[field.name] = (hints[field.name], field.default)
+        elif field.default_factory is not dataclasses.MISSING:
+            fields[field.name] = (hints[field.name], Field(default_factory=field.default_factory))
+        else:
+            fields[field.name] = (hints[field.name], ...)
+    options = create_model(name, __base__=_Options, __module__=__name__, **fields)
+    options.backend, options.from_engine = backend, from_engine
+    return options
+
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TransformersOptions = backend_options("TransformersOptions", "transformers",
+                                      {"model": "model", "max_batch_size": "max_batch_size"})
+VLLMOptions = backend_options("VLLMOptions", "vllm", {"model": "model", "max_num_seqs": "max_batch_size"})
+OpenAIOptions = backend_options("OpenAIOptions", "openai", {"model": "model", "max_concurrency": "max_batch_size"})
+SimOptions = backend_options("SimOptions", "sim", {}, from_run=("delimiter",))  # steps split at sampling.delimiter
+
+
+class _EngineSection(_Section):
+    """The keys every backend shares: which backend, how many engine actors, and what Ray reserves for each."""
+
+    backend: str  # a name of cluster.backends.BACKENDS or "package.module:callable"
     replicas: Int = Field(1, ge=1, le=4096)  # engine actors (one per GPU on a cluster)
     num_gpus: Float = Field(0, ge=0, le=64)  # per actor
     num_cpus: Float = Field(1, ge=0, le=1024)  # per actor
-    max_batch_size: Int = Field(16, ge=1, le=65_536)  # sequences decoded together inside one engine
-    options: dict[str, Any] = Field(default_factory=dict)  # backend-specific arguments
+
+    @abstractmethod
+    def engine_kwargs(self, delimiter: str) -> dict[str, Any]:
+        """The config the backend's factory is called with (``delimiter``: the run's ``sampling.delimiter``)."""
+
+    @property
+    @abstractmethod
+    def recorded_model(self) -> str:
+        """The model a run records in ``runs.model``."""
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The engine's context in tokens where the config sets it (token limits must stay below it)."""
+        return None
+
+
+class _RegisteredEngine(_EngineSection):
+    """A backend of ``cluster.backends.BACKENDS``; ``options`` (declared last) holds its config's other fields."""
+
+    def engine_kwargs(self, delimiter: str) -> dict[str, Any]:
+        return self.options.backend_kwargs(dict(self))
+
+    @field_validator("options", check_fields=False)
+    @classmethod
+    def _backend_accepts(cls, options: _Options, info: ValidationInfo) -> _Options:
+        """Build the backend's config now, so what its own checks refuse (a bound, a missing tokenizer) fails
+        while parsing instead of inside a Ray actor. Skipped when an [engine] key it needs failed already."""
+        if set(options.from_engine.values()) <= info.data.keys():
+            BACKENDS[options.backend].config(**options.backend_kwargs(info.data))
+        return options
+
+
+class TransformersEngineConfig(_RegisteredEngine):
+    """``transformers``: the in-process engine (``cluster.transformers_engine``)."""
+
+    backend: Literal["transformers"] = "transformers"
+    model: str = DEFAULT_MODEL  # registry name or a local HF-format folder
+    max_batch_size: Int = Field(16, ge=1, le=65_536)  # sample rows decoded together inside one engine
+    options: TransformersOptions = TransformersOptions()  # device, dtype, share_prefix, num_threads, engine_id
 
     @property
     def recorded_model(self) -> str:
-        """The model a run records in ``runs.model`` (the sim is no model)."""
-        return "sim" if self.backend == "sim" else self.model
+        return self.model
+
+
+class VLLMEngineConfig(_RegisteredEngine):
+    """``vllm``: ``cluster.vllm_engine``; ``options`` are ``VLLMConfig``'s fields (``engine_args`` goes to vLLM)."""
+
+    backend: Literal["vllm"] = "vllm"
+    model: str = DEFAULT_MODEL  # registry name or a local HF-format folder
+    # sequences decoded together inside one engine: vLLM's max_num_seqs; unset, vLLM's default for the platform
+    max_batch_size: Int | None = Field(None, ge=1, le=65_536)
+    options: VLLMOptions = VLLMOptions()
+
+    @property
+    def recorded_model(self) -> str:
+        return self.model
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self.options.max_model_len
+
+
+class OpenAIEngineConfig(_RegisteredEngine):
+    """``openai``: a running OpenAI-compatible server (``cluster.openai_engine``); ``options.base_url`` is required."""
+
+    backend: Literal["openai"] = "openai"
+    model: str = ""  # the served model's name; "" sends none (a server of one model, e.g. llama.cpp)
+    max_batch_size: Int = Field(16, ge=1, le=65_536)  # HTTP requests in flight per engine
+    options: OpenAIOptions
+
+    @property
+    def recorded_model(self) -> str:
+        return self.model or self.options.base_url
+
+
+class SimEngineConfig(_RegisteredEngine):
+    """``sim``: the synthetic policy (``cluster.sim_engine``); no model, so neither ``model`` nor a batch size."""
+
+    backend: Literal["sim"] = "sim"
+    options: SimOptions = SimOptions()  # error rates, latencies, seed, continuous, ...
+
+    def engine_kwargs(self, delimiter: str) -> dict[str, Any]:
+        return {**super().engine_kwargs(delimiter), "delimiter": delimiter}
+
+    @property
+    def recorded_model(self) -> str:
+        return "sim"
+
+
+class PluginEngineConfig(_EngineSection):
+    """A ``"package.module:callable"`` backend: the factory gets ``options`` as they are and validates them."""
+
+    options: dict[str, Any] = Field(default_factory=dict)  # the factory's own arguments
+
+    @field_validator("backend")
+    @classmethod
+    def _plugin_name(cls, name: str) -> str:
+        if not is_plugin_name(name):
+            known = ", ".join(repr(b) for b in sorted(BACKENDS))
+            raise ValueError(f"unknown backend; one of {known} or a 'package.module:callable' name")
+        return name
+
+    def engine_kwargs(self, delimiter: str) -> dict[str, Any]:
+        return dict(self.options)
+
+    @property
+    def recorded_model(self) -> str:
+        """``options.model`` when the plugin takes one, else its name."""
+        model = self.options.get("model")
+        return model if isinstance(model, str) and model else self.backend
+
+
+ENGINE_CONFIGS: dict[str, type[_RegisteredEngine]] = {
+    "transformers": TransformersEngineConfig, "vllm": VLLMEngineConfig, "openai": OpenAIEngineConfig,
+    "sim": SimEngineConfig,
+}  # one per name of cluster.backends.BACKENDS
+PLUGIN = "package.module:callable"  # the union tag of PluginEngineConfig
+
+
+def _engine_tag(engine: Any) -> str:
+    """Which engine config validates ``engine``: its backend's, or the plugin's for any other name."""
+    backend = engine.get("backend", "transformers") if isinstance(engine, dict) else getattr(engine, "backend", None)
+    return backend if isinstance(backend, str) and backend in ENGINE_CONFIGS else PLUGIN
+
+
+# the [engine] section: a discriminated union on `backend` (errors name the key, not the union member)
+EngineConfig = Annotated[
+    Union[tuple(Annotated[config, Tag(name)] for name, config in ENGINE_CONFIGS.items())  # noqa: UP007
+          + (Annotated[PluginEngineConfig, Tag(PLUGIN)],)],
+    Discriminator(_engine_tag),
+]
 
 
 class SamplingSection(_Section):
@@ -157,7 +350,7 @@ class RayConfig(_Section):
 class RunConfig(_Section):
     name: str = Field("run", pattern=NAME_PATTERN)
     problems: ProblemsConfig = ProblemsConfig()
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = TransformersEngineConfig()
     sampling: SamplingSection = SamplingSection()
     tools: ToolsSection = ToolsSection()
     labeling: LabelingConfig = LabelingConfig()
@@ -169,7 +362,7 @@ class RunConfig(_Section):
     def _fits(self) -> RunConfig:
         """Checks across sections and inside free-form ``options``: a generation must fit the engine's
         context, and no string or float anywhere may break encoding or arithmetic later."""
-        context = self.engine.options.get("max_model_len")
+        context = self.engine.max_model_len
         limit = context if _is_int(context) else MAX_NEW_TOKENS + 1
         rollout = self.labeling.options.get("rollout")
         judge = self.labeling.judge.max_new_tokens if self.labeling.open_gold == "llm-judge" else 1  # else unread
@@ -217,15 +410,24 @@ def parse_config(data: dict[str, Any], model: type[BaseModel] = RunConfig) -> An
         return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
+        loc, tag = _untagged(first["loc"])
+        key = ".".join(str(p) for p in loc)
         msg = first["msg"].removeprefix("Value error, ")
         if not key:  # a check across sections (RunConfig._fits): the message names its keys
             raise ConfigError(f"config error: {msg}") from None
         if first["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = ("unknown key" if tag is None else f"unknown key for backend {tag!r}" if tag != PLUGIN
+                   else "unknown key for a plugin backend (its arguments go in engine.options)")
         got = first.get("input")
         got_s = "" if isinstance(got, dict) else f" (got {_short(repr(got))})"
         raise ConfigError(f"config error: {key}: {msg}{got_s}") from None
+
+
+def _untagged(loc: tuple[int | str, ...]) -> tuple[list[int | str], str | None]:
+    """``loc`` without the union tag pydantic puts after ``engine`` (the backend), and that tag if there was one."""
+    if len(loc) > 1 and loc[0] == "engine" and (loc[1] in ENGINE_CONFIGS or loc[1] == PLUGIN):
+        return [loc[0], *loc[2:]], str(loc[1])
+    return list(loc), None
 
 
 def _short(text: str, limit: int = 80) -> str:

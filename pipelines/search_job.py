@@ -42,6 +42,7 @@ from pipelines.config import (
     RayConfig,
     SamplingSection,
     StorageConfig,
+    TransformersEngineConfig,
     _Section,
     load_config,
 )
@@ -92,7 +93,7 @@ class SearchSection(_Section):
 class SearchConfig(_Section):
     name: str = Field("search", pattern=NAME_PATTERN)  # starts the run id, a path component (as a run's name)
     problems: ProblemsConfig = ProblemsConfig()
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = TransformersEngineConfig()
     sampling: SamplingSection = SamplingSection()
     search: SearchSection = SearchSection()
     storage: StorageConfig = StorageConfig()

@@ -93,9 +93,9 @@ def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault):
     _restore_workers(ray_cluster)
     pools = capture_pools(monkeypatch)
     root = tmp_path / "data"
-    cfg = load_config(None, {"storage.root": str(root), "engine.backend": "sim", "engine.replicas": 2,
-                             "engine.num_cpus": 0.5,
-                             "engine.options": {"latency_s": 0.05}, "problems.n": 24,
+    cfg = load_config(None, {"storage.root": str(root),
+                             "engine": {"backend": "sim", "replicas": 2, "num_cpus": 0.5,
+                                        "options": {"latency_s": 0.05}}, "problems.n": 24,
                              "problems.mix": {2: 0.5, 4: 0.5}, "storage.shard_size": 4,
                              "labeling.strategy": "binary", "mining.kinds": ["shortest"],
                              "mining.datasets": False, "ray.max_retries": 5})

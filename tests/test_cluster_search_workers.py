@@ -8,7 +8,6 @@ Shards go out round-robin, so with 2 workers and 6 shards worker ``v`` holds sha
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
@@ -28,8 +27,8 @@ SHARDS, WORKERS = 6, 2
 
 
 def _config(root, hold):
-    return load_config(None, {"storage.root": str(root), "engine.backend": "sim", "engine.replicas": 2,
-                              "engine.num_cpus": 0.5, "engine.options": {"hold": str(hold)},
+    engine = {"backend": GATED, "replicas": 2, "num_cpus": 0.5, "options": {"hold": str(hold)}}  # a holdable sim
+    return load_config(None, {"storage.root": str(root), "engine": engine,
                               "problems.n": 4 * SHARDS, "problems.mix": {2: 0.5, 4: 0.5},
                               "storage.shard_size": 4, "labeling.strategy": "binary",
                               "mining.kinds": ["shortest"], "mining.datasets": False, "ray.max_retries": 5,
@@ -56,8 +55,6 @@ def _with_fault(ray_cluster, tmp_path, monkeypatch, pick_victim, strike):
     committed while every shard of the victim is held; returns the faulted run's summary."""
     root, hold = tmp_path / "data", tmp_path / "hold"
     cfg = _config(root, hold)
-    spec = run_module.actor_spec
-    monkeypatch.setattr(run_module, "actor_spec", lambda c: dataclasses.replace(spec(c), backend=GATED))  # the sim, holdable
     execute(cfg, run_id="undisturbed", progress=False, report=False)
 
     workers: list = []

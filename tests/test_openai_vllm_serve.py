@@ -136,7 +136,7 @@ def test_a_small_run_on_the_openai_backend_stores_valid_tables(served, model_dir
     cfg = load_config(None, {
         "storage.root": str(tmp_path / "data"), "problems.n": 2, "ray.num_cpus": 2,
         "engine.backend": "openai", "engine.model": SERVED, "engine.num_cpus": 1, "engine.max_batch_size": 8,
-        "engine.options": {"base_url": served, "model": SERVED, "tokenizer": model_dir},
+        "engine.options": {"base_url": served, "tokenizer": model_dir},
         "sampling.n_solutions": 2, "sampling.max_new_tokens": 24, "labeling.options": {"k": 2}})
     summary = execute(cfg, run_id="serve", progress=False, report=False)
     with Catalog(tmp_path / "data") as cat:
@@ -157,4 +157,4 @@ def test_actor_spec_passes_the_served_model_and_concurrency_to_the_openai_backen
                              "engine.options": {"base_url": "http://127.0.0.1:1/v1", "tokenizer": model_dir}})
     engine = actor_spec(cfg).engine
     assert (engine["model"], engine["max_concurrency"]) == (SERVED, 8)
-    assert engine["base_url"] == "http://127.0.0.1:1/v1"  # options still win and pass through
+    assert engine["base_url"] == "http://127.0.0.1:1/v1"  # options pass through

@@ -38,9 +38,10 @@ def test_quickstart_loop_on_a_tiny_model_writes_every_table(tmp_path, tiny_model
 
 @pytest.mark.slow
 def test_smollm2_continues_a_prefix_and_the_loop_writes_rows_duckdb_reads(tmp_path):
+    from cluster.transformers_config import TransformersConfig
     from cluster.transformers_engine import TransformersEngine
 
-    engine = TransformersEngine("smollm2-135m-instruct")
+    engine = TransformersEngine(TransformersConfig("smollm2-135m-instruct"))
     prompt = engine.apply_chat_template([{"role": "user", "content": "Tom has 3 apples and buys 5 more. "
                                           "How many apples does he have?"}])
     prefix = "Tom starts with 3 apples.\n\nHe buys 5 more, so he has 3 + 5 ="

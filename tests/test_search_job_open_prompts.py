@@ -63,7 +63,8 @@ def test_open_prompt_file_runs_end_to_end_and_validates(tmp_path):
     problems, rejects = load_problems(path)
     assert len(problems) == 6 and all(p.gold_answer == "" for p in problems) and len(rejects) == 1
     cfg = load_config(None, {"storage.root": str(tmp_path / "data"), "problems.source": str(path), "problems.n": 0,
-                             "engine.backend": "sim", "sampling.n_solutions": 5, "sampling.few_shot": 0,
+                             "engine": {"backend": "sim", "num_cpus": 2}, "sampling.n_solutions": 5,
+                             "sampling.few_shot": 0,
                              "labeling.options": {"k": 2}, "ray.num_cpus": 2})
     summary = execute(cfg, run_id="open", progress=False, report=False)
     assert summary.validation is not None and summary.validation.ok, summary.validation.failed

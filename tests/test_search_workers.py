@@ -27,8 +27,8 @@ DUP_SEED, DUP_N, DUP_INDEX = 0, 160, 155  # 1-step arith problems, seed 0: probl
 
 
 def _config(root, **overrides):
-    return load_config(None, {"storage.root": str(root), "engine.backend": "sim", "engine.replicas": 2,
-                              "engine.num_cpus": 0.5, "problems.n": DUP_N, "problems.seed": DUP_SEED,
+    return load_config(None, {"storage.root": str(root), "engine": {"backend": "sim", "replicas": 2, "num_cpus": 0.5},
+                              "problems.n": DUP_N, "problems.seed": DUP_SEED,
                               "problems.mix": {1: 1.0}, "storage.shard_size": 16, "labeling.strategy": "binary",
                               "mining.kinds": ["shortest"], "mining.datasets": False, **overrides})
 

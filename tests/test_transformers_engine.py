@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cluster.engine import GenRequest
+from cluster.transformers_config import TransformersConfig
 from cluster.transformers_engine import NUCLEUS_CANDIDATES, TransformersEngine, sample_tokens
 from tests.engine_contract import check_engine_contract
 
@@ -19,12 +20,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    return TransformersEngine(str(tiny_model_dir), max_batch_size=8)
+    return TransformersEngine(TransformersConfig(str(tiny_model_dir), max_batch_size=8))
 
 
 @pytest.fixture(scope="module")
 def plain_engine(tiny_model_dir):
-    return TransformersEngine(str(tiny_model_dir), max_batch_size=8, share_prefix=False)
+    return TransformersEngine(TransformersConfig(str(tiny_model_dir), max_batch_size=8, share_prefix=False))
 
 
 def _requests(engine: TransformersEngine, **kwargs) -> list[GenRequest]:
@@ -65,7 +66,7 @@ def test_batched_greedy_equals_one_at_a_time(engine, n):
 def test_rows_joining_a_running_batch_sample_what_they_would_alone(tiny_model_dir, engine):
     """Continuous batching: with room for 3 rows, finished rows are replaced by queued ones mid-decode
     (their caches left-padded to the running batch); greedy and seeded samples match one-at-a-time runs."""
-    narrow = TransformersEngine(str(tiny_model_dir), max_batch_size=3)
+    narrow = TransformersEngine(TransformersConfig(str(tiny_model_dir), max_batch_size=3))
     for temperature in (0.0, 1.0):
         requests = [GenRequest(r.request_key, r.prompt, r.prefix, n=1, max_new_tokens=4 + 5 * i,
                                temperature=temperature, seed=r.seed)
@@ -116,7 +117,7 @@ def test_sample_i_uses_seed_plus_i(engine):
 
 
 def test_large_n_split_over_batches_matches_one_batch(tiny_model_dir, engine):
-    small = TransformersEngine(str(tiny_model_dir), max_batch_size=2)
+    small = TransformersEngine(TransformersConfig(str(tiny_model_dir), max_batch_size=2))
     [request] = _requests(engine, n=5, max_new_tokens=8, temperature=1.0)[:1]
     [split] = small.generate([request])
     [whole] = engine.generate([request])
@@ -127,7 +128,7 @@ def test_large_n_split_over_batches_matches_one_batch(tiny_model_dir, engine):
 def test_eos_ends_sample_and_is_left_out(tiny_model_dir, engine):
     [request] = _requests(engine, n=1, max_new_tokens=8, temperature=0.0)[:1]
     [reference] = engine.generate([request])
-    eos_engine = TransformersEngine(str(tiny_model_dir))
+    eos_engine = TransformersEngine(TransformersConfig(str(tiny_model_dir)))
     eos_engine.eos_ids = {reference.samples[0].token_ids[2]}  # make the third greedy token end the sample
     [sample] = eos_engine.generate([request])[0].samples
     assert sample.finish_reason == "eos"
@@ -170,7 +171,7 @@ def test_sample_tokens_top_p_keeps_only_the_nucleus():
 
 @pytest.mark.slow
 def test_smollm2_continues_prefix_and_stops_at_blank_line():
-    engine = TransformersEngine("smollm2-135m-instruct")
+    engine = TransformersEngine(TransformersConfig("smollm2-135m-instruct"))
     count = engine.apply_chat_template(
         [{"role": "user", "content": "List the numbers from 1 to 10, separated by commas."}]
     )

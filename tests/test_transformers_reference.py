@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cluster.engine import GenRequest
+from cluster.transformers_config import TransformersConfig
 from cluster.transformers_engine import TransformersEngine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,7 +38,7 @@ def model(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    return TransformersEngine(str(tiny_model_dir), max_batch_size=512)
+    return TransformersEngine(TransformersConfig(str(tiny_model_dir), max_batch_size=512))
 
 
 def _requests(engine: TransformersEngine, **kwargs) -> list[GenRequest]:
@@ -57,7 +58,7 @@ def _hf_greedy(model, ids: list[int], max_new_tokens: int, eos_ids: set[int]) ->
 
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_greedy_equals_model_generate_token_for_token(tiny_model_dir, model, share_prefix):
-    engine = TransformersEngine(str(tiny_model_dir), max_batch_size=4, share_prefix=share_prefix)
+    engine = TransformersEngine(TransformersConfig(str(tiny_model_dir), max_batch_size=4, share_prefix=share_prefix))
     requests = _requests(engine, n=2, max_new_tokens=GREEDY_TOKENS, temperature=0.0)
     results = engine.generate(requests)  # 12 rows through 4 slots: padding and rows joining mid-decode
     for request, result in zip(requests, results, strict=True):

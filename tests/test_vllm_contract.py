@@ -106,6 +106,14 @@ def test_cpu_defaults_turn_chunked_prefill_off_and_size_the_kv_cache_in_bytes():
     assert cpu["enable_prefix_caching"] is True and cpu["distributed_executor_backend"] is None
 
 
+def test_a_batch_size_reaches_vllm_as_max_num_seqs_and_fits_the_cpu_token_budget():
+    assert "max_num_seqs" not in engine_kwargs(VLLMConfig(model="m"), gpu=True)  # unset: vLLM's own default
+    assert engine_kwargs(VLLMConfig(model="m", max_num_seqs=32), gpu=True)["max_num_seqs"] == 32
+    # without chunked prefill vLLM refuses a step token budget below the sequences it schedules together
+    cpu = engine_kwargs(VLLMConfig(model="m", max_model_len=512, max_num_seqs=2 * CPU_BATCHED_TOKENS), gpu=False)
+    assert cpu["max_num_batched_tokens"] == cpu["max_num_seqs"] == 2 * CPU_BATCHED_TOKENS
+
+
 def test_gpu_defaults_keep_vllm_own_scheduling():
     gpu = engine_kwargs(VLLMConfig(model="m", tensor_parallel_size=2), gpu=True)
     assert gpu["gpu_memory_utilization"] == 0.85 and gpu["enforce_eager"] is False

@@ -7,7 +7,7 @@ character. The chat template is ChatML, like SmolLM2's, with ``<|im_end|>`` as E
 Tests get the built folder from the session fixture ``tiny_model_dir`` (``tests/conftest.py``):
 
     def test_something(tiny_model_dir):
-        engine = TransformersEngine(str(tiny_model_dir))
+        engine = TransformersEngine(TransformersConfig(str(tiny_model_dir)))
 """
 
 from __future__ import annotations
