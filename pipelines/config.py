@@ -320,7 +320,7 @@ class LabelingConfig(_Section):
 
     @model_validator(mode="after")
     def _judge_read(self) -> LabelingConfig:
-        if "judge" in self.model_fields_set and self.open_gold != "llm-judge":
+        if self.judge != JudgeSection() and self.open_gold != "llm-judge":  # (a stored config holds the defaults)
             raise ValueError('judge is set but open_gold is not "llm-judge" (the only mode that reads it)')
         return self
 

@@ -99,7 +99,7 @@ BAD_CONFIGS: list[tuple[str, list[str], str]] = [  # (case, arguments after `run
      'labeling: judge is set but open_gold is not "llm-judge"'),
     ("greedy judge asked for votes", s("labeling.open_gold=llm-judge") + s("labeling.judge={n = 4}"),
      "labeling.judge: n > 1 needs temperature > 0"),
-    ("judge max_new_tokens over the engine's context", s("labeling.open_gold=llm-judge")
+    ("judge max_new_tokens over the engine's context", s("labeling.open_gold=llm-judge") + s("engine.backend=vllm")
      + s("engine.options={max_model_len = 2048}") + s("labeling.judge={max_new_tokens = 4096}"),
      "labeling.judge.max_new_tokens: must be an integer from 1, below engine.options.max_model_len (2048)"),
     ("unknown mined kind", s('mining.kinds=["nope"]'), "mining.kinds"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import pytest
 import pipelines.run as run_module
 from cluster.problems.arith import first_error, generate
 from cluster.problems.problem import Problem
-from pipelines.build import actor_spec
 from pipelines.config import ConfigError, load_config
 from pipelines.jobs import check_run_id
 from pipelines.search_worker import problem_program
@@ -134,23 +132,21 @@ def test_resuming_with_other_judge_settings_is_refused(tmp_path):
 def judged(tmp_path_factory, ray_cluster) -> tuple[Path, dict[str, int], dict[str, Any]]:
     """One open-prompt file, run with the oracle judge and with the garbage judge; (root, true answers, summaries).
 
-    ``engine.backend`` takes only registered names, so the runs swap their actor spec's backend for the test
-    engine, which Ray's actors import by name like any backend.
+    The test engines are plugin backends (``engine.backend = "tests.judge_fixtures:..."``), which Ray's actors
+    import by name like any backend.
     """
     tmp = tmp_path_factory.mktemp("judge")
     specs = generate(N_OPEN, 3, {3: 0.5, 4: 0.5})
     path = tmp / "open.jsonl"
     path.write_text("".join(json.dumps({"question": s.question}) + "\n" for s in specs), encoding="utf-8")
     root, summaries = tmp / "data", {}
-    with pytest.MonkeyPatch.context() as mp:
-        for run_id, backend in (("oracle", ORACLE_JUDGE), ("garbage", GARBAGE_JUDGE)):
-            mp.setattr(run_module, "actor_spec", lambda cfg, b=backend: replace(actor_spec(cfg), backend=b))
-            cfg = load_config(None, {
-                "storage.root": str(root), "problems.source": str(path), "problems.format": "open",
-                "problems.n": 0, "engine.backend": "sim", "engine.options": SLIPS,
-                "sampling.n_solutions": SOLUTIONS, "sampling.max_new_tokens": 400, "sampling.few_shot": 0,
-                "labeling.options": {"k": 2}, "labeling.open_gold": "llm-judge"})
-            summaries[run_id] = run_module.execute(cfg, run_id=run_id, progress=False, report=False)
+    for run_id, backend in (("oracle", ORACLE_JUDGE), ("garbage", GARBAGE_JUDGE)):
+        cfg = load_config(None, {
+            "storage.root": str(root), "problems.source": str(path), "problems.format": "open",
+            "problems.n": 0, "engine": {"backend": backend, "options": SLIPS},
+            "sampling.n_solutions": SOLUTIONS, "sampling.max_new_tokens": 400, "sampling.few_shot": 0,
+            "labeling.options": {"k": 2}, "labeling.open_gold": "llm-judge"})
+        summaries[run_id] = run_module.execute(cfg, run_id=run_id, progress=False, report=False)
     return root, {s.question: s.answer for s in specs}, summaries
 
 
