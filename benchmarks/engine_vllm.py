@@ -191,15 +191,15 @@ def main() -> None:
     pipe_rate = pipe_tokens / summary.search_wall_s
     raw_s, raw_tokens, raw_samples = raw_replay(cfg, requests)
     raw_rate = raw_tokens / raw_s
-    sim_rate = sim.meter.requests / sim.search_wall_s
+    sim_rate = sim.meter.usage.requests / sim.search_wall_s
     print(f"model={cfg.engine.model} gpu={has_gpu()} problems={args.problems} options={cfg.engine.options.model_dump()}")
     print(f"recorded requests: {len(requests)} ({sum(r.n for r in requests)} samples, "
-          f"{sum(not r.prefix for r in requests)} without a prefix); the pool counted {summary.meter.requests}")
+          f"{sum(not r.prefix for r in requests)} without a prefix); the pool counted {summary.meter.usage.requests}")
     print(f"pipeline: {pipe_tokens} tokens in {summary.search_wall_s:.1f} s search wall "
           f"({summary.wall_s:.1f} s whole run), engine busy {summary.engine_busy_s:.1f} s: {pipe_rate:.1f} tokens/s")
     print(f"raw LLM.generate, one batch: {raw_tokens} tokens ({raw_samples} samples) in {raw_s:.1f} s: "
           f"{raw_rate:.1f} tokens/s")
-    print(f"orchestration (sim engine, zero latency): {sim.meter.requests} requests in {sim.search_wall_s:.2f} s = "
+    print(f"orchestration (sim engine, zero latency): {sim.meter.usage.requests} requests in {sim.search_wall_s:.2f} s = "
           f"{sim_rate:.0f} requests/s, {1000 / sim_rate:.2f} ms per request")
     print(f"pipeline/raw tokens-per-second ratio: {pipe_rate / raw_rate:.2f}")
 

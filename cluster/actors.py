@@ -23,10 +23,11 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import ray
@@ -35,6 +36,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.backends import build_engine
 from cluster.engine import GenRequest, GenResult
+from cluster.requests import Usage
 from cluster.resources import Demand
 
 
@@ -117,13 +119,10 @@ class BusyClock:
 class _Counters:
     calls: int = 0
     batches: int = 0
-    requests: int = 0
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
+    errors: int = 0
     engine_s: float = 0.0  # union of the intervals with a call inside the engine (busy wall time)
     call_s: float = 0.0  # time inside engine calls summed per call (> engine_s when calls overlap)
-    errors: int = 0
+    usage: Usage = field(default_factory=Usage)  # every result the engine produced (delivered or not)
 
 
 class EngineActor:
@@ -139,6 +138,7 @@ class EngineActor:
         self._counters = _Counters()
         self._busy = BusyClock()
         self._in_flight = 0
+        self._incarnation = f"{os.getpid()}@{time.time_ns()}"  # a restarted actor is a new process
 
     async def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         """Results for ``requests``, in order; merged with concurrent calls into one engine batch."""
@@ -210,22 +210,22 @@ class EngineActor:
         return results
 
     def _account(self, results: list[GenResult]) -> None:
-        c = self._counters
-        c.requests += len(results)
         for res in results:
-            c.prompt_tokens += res.prompt_tokens
-            c.cached_tokens += res.cached_tokens
-            c.completion_tokens += res.completion_tokens
+            self._counters.usage.add(res)
 
     async def apply_chat_template(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         """Prompts for many conversations in one call: the driver needs the engine's chat template."""
         return [self._engine.apply_chat_template(messages) for messages in conversations]
 
     async def stats(self) -> dict[str, Any]:
-        """Counters since this process started (they reset when Ray restarts the actor)."""
-        self._counters.engine_s = self._busy.busy_s()
+        """Counters since this process started, and which process that is (``incarnation``): they start again
+        when Ray restarts the actor, so whoever sums them over a run (``cluster.monitor``) keys them by it."""
+        c = self._counters
+        c.engine_s = self._busy.busy_s()
         return {"engine_id": self._engine_id, "node_id": ray.get_runtime_context().get_node_id(),
-                "in_flight": self._in_flight, **vars(self._counters)}
+                "incarnation": self._incarnation, "in_flight": self._in_flight, "calls": c.calls,
+                "batches": c.batches, "errors": c.errors, "engine_s": c.engine_s, "call_s": c.call_s,
+                **asdict(c.usage)}
 
 
 def tensor_parallel(spec: ActorSpec) -> bool:

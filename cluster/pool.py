@@ -31,7 +31,7 @@ import bisect
 import hashlib
 import time
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -39,6 +39,7 @@ from ray.exceptions import RayActorError
 
 from cluster.actors import ActorSpec, launch_actor
 from cluster.engine import GenRequest, GenResult
+from cluster.requests import Usage
 
 
 class GenerationFailed(RuntimeError):
@@ -96,14 +97,13 @@ class HashRing:
 
 @dataclass
 class ActorCounters:
+    """What this pool sent one actor and got back; ``usage`` counts each delivered result once."""
+
     calls: int = 0
     sent: int = 0  # requests sent (retries included)
-    completed: int = 0
     failed: int = 0  # requests whose call failed on this actor
     spilled: int = 0  # requests routed here although another actor owned their group
-    prompt_tokens: int = 0
-    cached_tokens: int = 0  # prompt tokens the engine served from its prefix cache
-    completion_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)  # completed requests and their tokens
 
 
 @dataclass
@@ -240,17 +240,15 @@ class EnginePool:
             time.sleep(self.config.probe_interval_s)
 
     def stats(self) -> dict[str, Any]:
-        """Per-actor counters, totals and the prefix-hit rate (cached prompt tokens / prompt tokens)."""
+        """Per-actor counters and totals: ``usage`` (a ``Usage``: completed requests and their tokens, each
+        result once), ``calls``, ``retried`` (requests resubmitted after their call failed)."""
         per_actor = [{"actor": i, "healthy": self._healthy[i], "in_flight": self._in_flight[i], **vars(c)}
                      for i, c in enumerate(self.counters)]
-        prompt = sum(c.prompt_tokens for c in self.counters)
-        cached = sum(c.cached_tokens for c in self.counters)
-        return {"actors": per_actor, "prompt_tokens": prompt, "cached_tokens": cached,
-                "completion_tokens": sum(c.completion_tokens for c in self.counters),
-                "prefix_hit_rate": cached / prompt if prompt else 0.0,
-                "calls": sum(c.calls for c in self.counters),
-                "completed": sum(c.completed for c in self.counters),
-                "retried": sum(c.failed for c in self.counters)}
+        usage = Usage()
+        for c in self.counters:
+            usage.merge(c.usage)
+        return {"actors": per_actor, "usage": usage, "prefix_hit_rate": usage.prefix_hit_rate,
+                "calls": sum(c.calls for c in self.counters), "retried": sum(c.failed for c in self.counters)}
 
     def actor_stats(self) -> list[dict[str, Any] | None]:
         """Each actor's own ``stats()`` (None for an actor that cannot answer now)."""
@@ -321,10 +319,7 @@ class EnginePool:
         for key, res in zip(call.keys, results, strict=True):
             if res.request_key != key:
                 raise RuntimeError(f"engine answered {res.request_key} for request {key}")
-            counters.completed += 1
-            counters.prompt_tokens += res.prompt_tokens
-            counters.cached_tokens += res.cached_tokens
-            counters.completion_tokens += res.completion_tokens
+            counters.usage.add(res)
             self._deliver(key, res)
 
     def _deliver(self, key: str, result: GenResult) -> None:

@@ -101,7 +101,11 @@ class TextStream:
 
 @dataclass
 class Usage:
-    """Token usage summed over results: the one counter engines, actors and the pool can all keep."""
+    """Token usage summed over results: the one counter engine actors, the pool and the run summary keep.
+
+    Each of them counts results with ``add`` (or sums other counters with ``merge``), so ``completion_tokens``
+    means the same in every figure: the tokens of every sample of a result, once per result.
+    """
 
     requests: int = 0
     prompt_tokens: int = 0  # prompt + prefix tokens, once per request
@@ -114,6 +118,19 @@ class Usage:
         self.cached_tokens += result.cached_tokens
         self.completion_tokens += result.completion_tokens
         return self
+
+    def merge(self, other: Usage) -> Usage:
+        """Add another counter's totals (another actor's, another worker's)."""
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_tokens += other.cached_tokens
+        self.completion_tokens += other.completion_tokens
+        return self
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        """Cached prompt tokens / prompt tokens."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
 def make_result(request: GenRequest, samples: list[Sample], prompt_tokens: int, cached_tokens: int = 0,

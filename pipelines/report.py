@@ -338,23 +338,38 @@ def plot_traces(data: RunData, cfg: ReportConfig) -> Panel:
 
 
 def plot_throughput(data: RunData, cfg: ReportConfig) -> Panel:
+    """Each engine's generated tokens/s over the search phase (sampled by ``cluster.monitor``), and the rows
+    committed over the run (from the manifest)."""
     stats = data.stats
-    note = ("Per-engine counters are not stored: runs.stats_json holds totals over all engine replicas "
-            f"(engine: {data.run.get('engine') or '?'}).")
-    if "tokens_per_s" in stats:
-        note += f" Completion tokens/s over the run: {stats['tokens_per_s']:.0f}."
+    timeline = stats.get("engine_timeline") or {}
+    engines = timeline.get("tokens") or {}
     shards = [s for s in data.shards if "solutions" in s["files"] or "rollouts" in s["files"]]
     start = data.run.get("started_at")
-    if not shards or start is None:
-        return None, note + " No timed shard commits."
-    times = [(datetime.fromisoformat(s["committed_at"]) - start).total_seconds() for s in shards]
-    fig, (ax,) = _figure()
-    for table in ("solutions", "rollouts"):
-        counts = [s["files"].get(table, {}).get("rows", 0) for s in shards]
-        ax.step(times, [sum(counts[: i + 1]) for i in range(len(counts))], where="post", label=table)
-    ax.set(xlabel="seconds since run start", ylabel="rows committed", yscale="symlog")
-    ax.legend(fontsize="small")
-    return fig, note + " Cumulative rows by shard commit time (from the run manifest)."
+    if not engines and (not shards or start is None):
+        return None, "No engine timeline and no timed shard commits."
+    fig, axes = _figure(2 if engines and shards and start is not None else 1)
+    notes = []
+    if engines:
+        ax, width = axes[0], timeline["bucket_s"]
+        for name, tokens in sorted(engines.items()):
+            ax.plot([width * (i + 0.5) for i in range(len(tokens))], [t / width for t in tokens], label=name)
+        ax.set(xlabel="seconds into the search phase", ylabel="generated tokens/s")
+        ax.legend(fontsize="small")
+        restarts = sum(stats.get("engine_incarnations", [])) - len(stats.get("engine_incarnations", []))
+        notes.append(f"Generated tokens/s of each engine in {width:g} s buckets (engine: "
+                     f"{data.run.get('engine') or '?'}; {stats.get('search_tokens_per_s', 0):.0f} tokens/s over the "
+                     f"search phase, orchestration overhead {stats.get('orchestration_overhead', 0):.1%}"
+                     + (f"; {restarts} engine restart(s), earlier work included" if restarts else "") + ").")
+    if shards and start is not None:
+        ax = axes[-1]
+        times = [(datetime.fromisoformat(s["committed_at"]) - start).total_seconds() for s in shards]
+        for table in ("solutions", "rollouts"):
+            counts = [s["files"].get(table, {}).get("rows", 0) for s in shards]
+            ax.step(times, [sum(counts[: i + 1]) for i in range(len(counts))], where="post", label=table)
+        ax.set(xlabel="seconds since run start", ylabel="rows committed", yscale="symlog")
+        ax.legend(fontsize="small")
+        notes.append("Cumulative rows by shard commit time (from the run manifest).")
+    return fig, " ".join(notes)
 
 
 def plot_rejects(data: RunData, cfg: ReportConfig) -> Panel:

@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from cluster.actors import ActorSpec
+from cluster.monitor import EngineMonitor
 from cluster.pool import EnginePool, PoolConfig
 from cluster.problems.problem import Problem
 from pipelines.build import actor_spec, labeling_options, new_run_id, open_judge, sampling_config
@@ -139,7 +140,8 @@ def _run_workers(plan: RunPlan, pool: EnginePool, todo: Iterator[tuple[str, list
                 bar.advance(task, d.problems + d.failed_problems)
 
             start = time.perf_counter()
-            summary.redone_shards = run_shards(workers, todo, depth, shard_done)
+            with EngineMonitor(pool.actors) as monitor:
+                summary.redone_shards = run_shards(workers, todo, depth, shard_done)
             summary.search_wall_s += time.perf_counter() - start
         for worker in workers:
             try:
@@ -149,10 +151,13 @@ def _run_workers(plan: RunPlan, pool: EnginePool, todo: Iterator[tuple[str, list
                 ray.get(worker.close.remote(), timeout=10)
             except (RayActorError, GetTimeoutError):  # a worker restarted at the end: its counters are lost
                 continue
-        actor_stats = [s for s in pool.actor_stats() if s]
-        summary.engine_busy_per_actor_s = [s.get("engine_s", 0.0) for s in actor_stats]
+        engines = monitor.totals()
+        summary.engine_busy_per_actor_s = [e.engine_s for e in engines]
         summary.engine_busy_s += sum(summary.engine_busy_per_actor_s)
-        summary.engine_call_s += sum(s.get("call_s", 0.0) for s in actor_stats)
+        summary.engine_call_s += sum(e.call_s for e in engines)
+        summary.engine_incarnations = [e.incarnations for e in engines]
+        summary.engine_generated_tokens += sum(e.usage.completion_tokens for e in engines)
+        summary.engine_timeline = monitor.timeline()
     finally:
         for worker in workers:
             ray.kill(worker, no_restart=True)

@@ -365,7 +365,7 @@ def _search(job: SearchPlan, problems: list[Problem], load_rejects: list[dict], 
                     for key, (p, c) in jobs.items())
         run_programs_async(programs, pool, on_done=on_done, on_failed=on_failed,
                            max_active=max(64, 8 * cfg.engine.replicas))
-        summary.completion_tokens = pool.stats()["completion_tokens"]
+        summary.completion_tokens = pool.stats()["usage"].completion_tokens
 
 
 def print_search_summary(console: Console, s: SearchSummary) -> None:

@@ -12,32 +12,33 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cluster.requests import Usage
 from pipelines.validate import Validation
 from storage.layout import DEFAULT_ROOT
 
 
 @dataclass
 class Meter:
-    """Engine usage of the run (the summary's cost figures), from the pool's per-actor counters.
+    """Engine usage of the run (the summary's cost figures), summed from the search workers' pools.
 
-    The pool counts each generated request once, so results shared by several programs or reproduced by
-    a retry are not double counted.
+    A pool counts each delivered request once (``Usage``), so results shared by several programs or
+    reproduced by a retry are not double counted.
     """
 
+    usage: Usage = field(default_factory=Usage)
     calls: int = 0
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
     retried: int = 0  # requests resubmitted after their call failed (an engine died, or raised)
 
     def add(self, pool_stats: dict[str, Any]) -> None:
+        """Add one pool's ``EnginePool.stats()``."""
+        self.usage.merge(pool_stats["usage"])
         self.calls += pool_stats["calls"]
-        self.requests += pool_stats["completed"]
-        self.prompt_tokens += pool_stats["prompt_tokens"]
-        self.completion_tokens += pool_stats["completion_tokens"]
-        self.cached_tokens += pool_stats["cached_tokens"]
         self.retried += pool_stats["retried"]
+
+    def stats(self) -> dict[str, Any]:
+        """``engine_calls``, ``engine_retried`` and ``engine_<usage field>`` (requests, tokens) of the run."""
+        return {"engine_calls": self.calls, "engine_retried": self.retried,
+                **{f"engine_{k}": v for k, v in asdict(self.usage).items()}}
 
 
 @dataclass
@@ -61,10 +62,16 @@ class RunSummary:
     report: str = ""  # path of the HTML report
     search_wall_s: float = 0.0  # wall time of the search phase (engines running)
     # engine busy time: per actor the UNION of its in-flight call intervals (concurrent calls counted once),
-    # summed over actors; a restarted actor's counters start again, so a killed engine's time is lost
+    # summed over actors and over each actor's incarnations (cluster.monitor: a killed engine's time counts
+    # up to the monitor's last sample before the kill)
     engine_busy_s: float = 0.0
     engine_busy_per_actor_s: list[float] = field(default_factory=list)
     engine_call_s: float = 0.0  # time inside engine calls summed per call (> busy when calls overlap)
+    engine_incarnations: list[int] = field(default_factory=list)  # per actor: 1, or more after Ray restarts
+    # tokens the engines generated, delivered or not (> engine_completion_tokens when a kill lost work)
+    engine_generated_tokens: int = 0
+    # generated tokens per engine per bucket of the search phase: {"bucket_s": s, "tokens": {engine_id: [...]}}
+    engine_timeline: dict[str, Any] = field(default_factory=dict)
     validation: Validation | None = None  # the dataset invariants, checked once the run is mined
     meter: Meter = field(default_factory=Meter)
 
@@ -77,7 +84,7 @@ class RunSummary:
     @property
     def search_tokens_per_s(self) -> float:
         """Generated tokens per second of the search phase (the engines' throughput as the run saw it)."""
-        return self.meter.completion_tokens / self.search_wall_s if self.search_wall_s else 0.0
+        return self.meter.usage.completion_tokens / self.search_wall_s if self.search_wall_s else 0.0
 
     @property
     def accuracy(self) -> float:
@@ -85,13 +92,13 @@ class RunSummary:
 
     @property
     def tokens_per_s(self) -> float:
-        return self.meter.completion_tokens / self.wall_s if self.wall_s else 0.0
+        return self.meter.usage.completion_tokens / self.wall_s if self.wall_s else 0.0
 
     def stats(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("meter", "run_id", "root", "report", "validation")}
         if self.validation is not None:
             out["validation"] = {c.name: c.violations for c in self.validation.checks}
-        out.update({f"engine_{k}": v for k, v in asdict(self.meter).items()})
+        out.update(self.meter.stats())
         out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s,
                    search_tokens_per_s=self.search_tokens_per_s,
                    orchestration_overhead=self.orchestration_overhead)
@@ -115,7 +122,8 @@ def print_summary(console: Console, s: RunSummary) -> None:
     t = Table(title=f"run {s.run_id}", show_header=False)
     t.add_column(style="bold")
     t.add_column()
-    m = s.meter
+    m = s.meter.usage
+    restarts = sum(s.engine_incarnations) - len(s.engine_incarnations)
     rows = [
         ("problems", f"{s.problems} done" + (f", {s.skipped_shards} shards already committed" if s.skipped_shards else "")
          + (f", {s.failed_problems} failed" if s.failed_problems else "")),
@@ -129,7 +137,8 @@ def print_summary(console: Console, s: RunSummary) -> None:
         ("engine time", f"{s.engine_busy_s:.1f} s busy (union of in-flight calls, "
                         f"{len(s.engine_busy_per_actor_s) or s.replicas} engine(s)) over a {s.search_wall_s:.1f} s "
                         f"search phase: orchestration overhead {s.orchestration_overhead:.1%}; "
-                        f"{s.search_tokens_per_s:,.1f} tokens/s in the search phase"),
+                        f"{s.search_tokens_per_s:,.1f} tokens/s in the search phase"
+                        + (f"; {restarts} engine restart(s), their earlier work included" if restarts else "")),
         ("rejects", str(s.rejects)),
         ("mined", ", ".join(f"{k} {v}" for k, v in s.mined.items()) or "-"),
         ("data", f"{s.root}/runs/{s.run_id}/"),

@@ -82,6 +82,23 @@ def capture_pools(monkeypatch: pytest.MonkeyPatch, on_launch: Callable[[Any], No
     return pools
 
 
+def capture_monitors(monkeypatch: pytest.MonkeyPatch, interval_s: float = 0.05) -> list[Any]:
+    """Make every ``EngineMonitor`` a run enters sample every ``interval_s`` and record it, so a test can wait
+    until the monitor has seen an engine's work before it strikes."""
+    from cluster.monitor import EngineMonitor
+
+    monitors: list[EngineMonitor] = []
+    enter = EngineMonitor.__enter__
+
+    def capture(self):
+        self.interval_s = interval_s
+        monitors.append(self)
+        return enter(self)
+
+    monkeypatch.setattr(EngineMonitor, "__enter__", capture)
+    return monitors
+
+
 def arm_fault(pool: Any, fault: Callable[[], None], after_completed: int, actor: int) -> list[bool]:
     """Call ``fault()`` once, from the driver, right after the pool sent actor ``actor`` a new call and at least
     ``after_completed`` requests have been answered; returns a list that holds True once it fired.
@@ -96,7 +113,7 @@ def arm_fault(pool: Any, fault: Callable[[], None], after_completed: int, actor:
         before = set(pool._calls)
         flush()
         sent = any(call.actor == actor for ref, call in pool._calls.items() if ref not in before)
-        if sent and not fired and pool.stats()["completed"] >= after_completed:
+        if sent and not fired and pool.stats()["usage"].requests >= after_completed:
             fired.append(True)
             fault()
 

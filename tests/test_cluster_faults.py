@@ -12,7 +12,7 @@ from cluster.actors import ActorSpec
 from cluster.pool import EnginePool, PoolConfig
 from cluster.sim_engine import SimEngine
 from search.program import run_programs, run_programs_async
-from tests.cluster_fixtures import arm_fault, capture_pools, programs, prompts
+from tests.cluster_fixtures import arm_fault, capture_monitors, capture_pools, programs, prompts
 
 WORKERS = 2  # worker nodes besides the head, 1 CPU each; every test starts with this many alive
 pytestmark = pytest.mark.ray_cluster(workers=WORKERS)
@@ -139,9 +139,21 @@ def _capture_errors(errors: list[BaseException], results: list, fn, *args, **kwa
 
 
 def test_pipeline_with_a_killed_engine_actor_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):
-    summary = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch,
-                                   lambda p: ray.kill(p.actors[0], no_restart=False))
+    monitors = capture_monitors(monkeypatch)
+
+    def kill_once_its_work_was_sampled(pool: EnginePool) -> None:
+        # the faulted run's monitor (the second) has counted tokens of engine 0's first incarnation
+        while len(monitors) < 2 or monitors[1].totals()[0].usage.completion_tokens == 0:
+            time.sleep(0.01)
+        ray.kill(pool.actors[0], no_restart=False)
+
+    summary = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, kill_once_its_work_was_sampled)
     assert summary.meter.retried > 0  # the kill hit calls in flight
+    # the restarted engine's earlier incarnation still counts: the engines generated at least what the pools
+    # got back (more when the kill lost work in flight), and the timeline holds every counted token
+    assert summary.engine_incarnations[0] == 2 and summary.engine_incarnations[1] == 1
+    assert summary.engine_generated_tokens >= summary.meter.usage.completion_tokens > 0
+    assert sum(map(sum, summary.engine_timeline["tokens"].values())) == summary.engine_generated_tokens
 
 
 def test_pipeline_with_a_removed_worker_node_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):

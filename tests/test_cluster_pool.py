@@ -240,7 +240,7 @@ def test_actor_counts_concurrent_async_calls_once_in_busy_time():
     asyncio.run(scenario())
     assert actor._busy.busy_s() == 5.0  # union: [0, 4] and [10, 11]
     assert actor._counters.call_s == 7.0  # per-call sum: 3 + 3 + 1
-    assert actor._counters.calls == 3 and actor._counters.requests == 3
+    assert actor._counters.calls == 3 and actor._counters.usage.requests == 3
 
 
 def test_pool_actor_busy_time_stays_within_the_wall_clock_when_calls_overlap(ray_cluster):
@@ -278,7 +278,7 @@ def test_the_only_actor_killed_mid_run_parks_requests_until_it_is_back(ray_clust
 
         def flush_then_kill():  # the kill hits calls in flight, once the first round has been answered
             flush()
-            if pool.stats()["completed"] >= 8 and pool._calls and not killed:
+            if pool.stats()["usage"].requests >= 8 and pool._calls and not killed:
                 killed.append(True)
                 ray.kill(pool.actors[0], no_restart=False)
 

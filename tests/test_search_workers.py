@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import ray
 
@@ -22,6 +24,7 @@ from storage.catalog import Catalog
 from storage.layout import RunPaths
 from storage.manifest import Manifest
 from storage.shards import committed_shards
+from tests.cluster_fixtures import capture_monitors
 
 DUP_SEED, DUP_N, DUP_INDEX = 0, 160, 155  # 1-step arith problems, seed 0: problem 155 repeats an earlier one
 
@@ -121,3 +124,23 @@ def test_driver_holds_at_most_depth_shards_per_worker(ray_cluster, tmp_path):
     assert sorted(reported) == [f"shard-{i:06d}" for i in range(12)]  # each shard reported once
     assert most[0] <= 2 * 2  # depth x workers shards of problems outstanding, never the whole stream
     assert committed_shards(tmp_path / "data", "bounded") == set(reported)
+
+
+def test_every_generated_token_is_on_the_engine_timeline_and_in_the_report(ray_cluster, tmp_path, monkeypatch):
+    """No fault: each engine's timeline sums to what it generated, and the engines generated exactly what the
+    workers' pools delivered (each result once); the report plots one line per engine."""
+    monitors = capture_monitors(monkeypatch)  # samples every 0.05 s: many samples, however short the run
+    root = tmp_path / "data"
+    cfg = _config(root, **{"engine.options": {"latency_s": 0.01, "continuous": True}, "problems.n": 48})
+    summary = execute(cfg, run_id="timed", progress=False, report=True)
+    with Catalog(root, save=False) as cat:
+        stats = json.loads(cat.sql("SELECT stats_json FROM runs", run_id="timed").column(0)[0].as_py())
+    timeline = stats["engine_timeline"]
+    assert sorted(timeline["tokens"]) == ["engine-0", "engine-1"] and timeline["bucket_s"] >= 1.0
+    assert all(all(t >= 0 for t in tokens) for tokens in timeline["tokens"].values())
+    assert sum(map(sum, timeline["tokens"].values())) == stats["engine_generated_tokens"] \
+        == stats["engine_completion_tokens"] == summary.meter.usage.completion_tokens > 0
+    assert stats["engine_incarnations"] == [1, 1] and len(monitors) == 1
+    assert all(sum(t) > 0 for t in timeline["tokens"].values())  # both engines served the run
+    page = Path(summary.report).read_text(encoding="utf-8")
+    assert "Generated tokens/s of each engine" in page

@@ -41,7 +41,7 @@ def undisturbed(tmp_path_factory) -> tuple:
     start = time.perf_counter()
     summary = execute(_config(root), run_id="undisturbed", progress=False, report=False)
     print(f"\nvLLM e2e run: {time.perf_counter() - start:.1f} s wall, search phase {summary.search_wall_s:.1f} s, "
-          f"{summary.meter.completion_tokens} tokens, {summary.search_tokens_per_s:.1f} tokens/s in the search "
+          f"{summary.meter.usage.completion_tokens} tokens, {summary.search_tokens_per_s:.1f} tokens/s in the search "
           f"phase, busy {summary.engine_busy_s:.1f} s, overhead {summary.orchestration_overhead:.1%}")
     return root, summary
 
