@@ -109,7 +109,8 @@ class EngineMonitor:
 
     def timeline(self, max_points: int = MAX_POINTS) -> dict[str, Any]:
         """Generated tokens per engine in equal buckets since the monitor started (``bucket_s`` wide, at least
-        ``interval_s``, at most ``max_points`` buckets): each list sums to that engine's counted tokens."""
+        ``interval_s``, at most ``max_points`` buckets; the last one ends at ``end_s``): each list sums to that
+        engine's counted tokens. The tokens between two samples go to the bucket of their midpoint."""
         with self._lock:
             series = [list(s) for s in self._series]
             names = list(self._names)
@@ -119,9 +120,9 @@ class EngineMonitor:
         tokens: dict[str, list[int]] = {}
         for name, points in zip(names, series, strict=True):
             row = [0] * buckets
-            before = 0
+            t_before, before = 0.0, 0
             for t, cumulative in points:
-                row[min(int(t // bucket), buckets - 1)] += cumulative - before
-                before = cumulative
+                row[min(int((t_before + t) / 2 // bucket), buckets - 1)] += cumulative - before
+                t_before, before = t, cumulative
             tokens[name] = row
-        return {"bucket_s": bucket, "tokens": tokens}
+        return {"bucket_s": bucket, "end_s": round(end, 3), "tokens": tokens}

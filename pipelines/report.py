@@ -352,7 +352,10 @@ def plot_throughput(data: RunData, cfg: ReportConfig) -> Panel:
     if engines:
         ax, width = axes[0], timeline["bucket_s"]
         for name, tokens in sorted(engines.items()):
-            ax.plot([width * (i + 0.5) for i in range(len(tokens))], [t / width for t in tokens], label=name)
+            # the last bucket ends where the search phase ended, usually before a whole bucket width
+            spans = [width] * (len(tokens) - 1) + [max(timeline["end_s"] - width * (len(tokens) - 1), 1e-3)]
+            ax.plot([width * i + span / 2 for i, span in enumerate(spans)],
+                    [t / span for t, span in zip(tokens, spans, strict=True)], label=name)
         ax.set(xlabel="seconds into the search phase", ylabel="generated tokens/s")
         ax.legend(fontsize="small")
         restarts = sum(stats.get("engine_incarnations", [])) - len(stats.get("engine_incarnations", []))
