@@ -115,6 +115,13 @@ def run_config(args: argparse.Namespace, backend: str, root: Path) -> Any:
     return load_config(args.config, {**overrides, "engine.options": {**defaults, **in_file, **options}})
 
 
+def worker_pythonpath() -> str:
+    """The checkout first on the workers' path: the installed package holds the five stages, not
+    ``benchmarks``, and the setup hook is imported from there in every worker."""
+    checkout = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH", "")) if p)
+
+
 def pipeline_run(args: argparse.Namespace, root: Path) -> tuple[Any, Any, Recorder]:
     """The quickstart-style run on vLLM, its Ray started here with the recording hook in every worker."""
     import ray
@@ -126,7 +133,7 @@ def pipeline_run(args: argparse.Namespace, root: Path) -> tuple[Any, Any, Record
     folder.mkdir(parents=True)
     ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"worker_process_setup_hook": "benchmarks.engine_vllm.record_in_worker",
-                          "env_vars": {RECORD_ENV: str(folder)}})
+                          "env_vars": {RECORD_ENV: str(folder), "PYTHONPATH": worker_pythonpath()}})
     try:
         summary = execute(cfg, run_id="bench-vllm", progress=False, report=False)
     finally:
