@@ -6,8 +6,9 @@ Run: ``PYTHONPATH=. python -m benchmarks.engine_vllm [--problems 64] [--config c
    every request the run sends to its engines (prompt, prefix, n, max tokens, sampling, seed, stop) and every
    result's completion tokens are recorded where they are sent: in the search workers, by a Ray
    ``worker_process_setup_hook`` (``record_in_worker``) that wraps ``EnginePool.submit`` and ``_deliver``. Pipeline tokens/s is
-   the generated tokens over the search phase's wall time (``summary.search_wall_s``: engines running, the
-   tree search waiting on them between waves, Ray and the pool in the middle).
+   the generated tokens over the search phase's wall time (``summary.search_wall_s``: from every engine
+   loaded to the last shard committed, the tree search waiting on them between waves, Ray and the pool in the
+   middle); the engine load (``summary.startup_s``) is outside it, as building ``LLM`` is outside the raw timing.
 2. The same requests, tokenized as the vLLM backend does (prompt and prefix separately), replayed in this
    process through ``vllm.LLM.generate`` as ONE batch with the same ``SamplingParams`` and engine arguments:
    the engine alone, fed everything at once (an upper bound: no wave has to wait for the one before it).
@@ -203,7 +204,7 @@ def main() -> None:
     print(f"recorded requests: {len(requests)} ({sum(r.n for r in requests)} samples, "
           f"{sum(not r.prefix for r in requests)} without a prefix); the pool counted {summary.meter.usage.requests}")
     print(f"pipeline: {pipe_tokens} tokens in {summary.search_wall_s:.1f} s search wall "
-          f"({summary.wall_s:.1f} s whole run), engine busy {summary.engine_busy_s:.1f} s: {pipe_rate:.1f} tokens/s")
+          f"({summary.wall_s:.1f} s whole run, {summary.startup_s:.1f} s start-up), engine busy {summary.engine_busy_s:.1f} s: {pipe_rate:.1f} tokens/s")
     print(f"raw LLM.generate, one batch: {raw_tokens} tokens ({raw_samples} samples) in {raw_s:.1f} s: "
           f"{raw_rate:.1f} tokens/s")
     print(f"orchestration (sim engine, zero latency): {sim.meter.usage.requests} requests in {sim.search_wall_s:.2f} s = "

@@ -125,10 +125,15 @@ def _run_workers(plan: RunPlan, pool: EnginePool, todo: Iterator[tuple[str, list
                     pool=PoolConfig(max_retries=cfg.ray.max_retries), max_active=max_active,
                     open_judge=open_judge(cfg))
     job_ref = ray.put(job)  # held until the run ends: a restarted worker is rebuilt from it
+    launched = time.perf_counter()
     workers = [launch_worker(job_ref, pool.actors) for _ in range(cfg.ray.search_workers)]
     try:
         summary.search_workers = len(workers)
-        ray.get([w.stats.remote() for w in workers])  # built (imports, engine handles): the search clock starts
+        ray.get([w.stats.remote() for w in workers])  # built (imports, engine handles)
+        # engines loaded (model, KV cache, warm-up: a minute for vLLM on CPU): only now the search clock starts
+        loading = [a.stats.remote() for a in pool.actors]
+        ray.wait(loading, num_returns=len(loading))  # an engine that failed to build is the pool's to report
+        summary.startup_s += time.perf_counter() - launched
         depth = max(2, -(-max_active // cfg.storage.shard_size) + 1)  # shards a worker holds: enough to stay busy
         with progress_bar(progress) as bar:
             task = bar.add_task("problems", total=cfg.problems.n or None)

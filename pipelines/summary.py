@@ -60,7 +60,8 @@ class RunSummary:
     replicas: int = 1
     mined: dict[str, int] = field(default_factory=dict)  # rows per mined table (traces by kind, datasets)
     report: str = ""  # path of the HTML report
-    search_wall_s: float = 0.0  # wall time of the search phase (engines running)
+    startup_s: float = 0.0  # search workers built and engines loaded, before the search phase
+    search_wall_s: float = 0.0  # wall time of the search phase (from every engine loaded to the last shard)
     # engine busy time: per actor the UNION of its in-flight call intervals (concurrent calls counted once),
     # summed over actors and over each actor's incarnations (cluster.monitor: a killed engine's time counts
     # up to the monitor's last sample before the kill)
@@ -134,6 +135,7 @@ def print_summary(console: Console, s: RunSummary) -> None:
         ("generated tokens", f"{m.completion_tokens:,}"),
         ("prompt tokens", f"{m.prompt_tokens:,} ({m.cached_tokens:,} served from a shared prefix)"),
         ("throughput", f"{s.tokens_per_s:,.1f} generated tokens/s over {s.wall_s:.1f} s wall"),
+        ("start-up", f"{s.startup_s:.1f} s to build the search workers and load the engines"),
         ("engine time", f"{s.engine_busy_s:.1f} s busy (union of in-flight calls, "
                         f"{len(s.engine_busy_per_actor_s) or s.replicas} engine(s)) over a {s.search_wall_s:.1f} s "
                         f"search phase: orchestration overhead {s.orchestration_overhead:.1%}; "

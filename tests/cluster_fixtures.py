@@ -8,6 +8,7 @@ same path a real run uses (spec → actor → ``cluster.backends.build_engine``)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ from cluster.problems.arith import generate
 from cluster.sim_engine import SimConfig, SimEngine
 
 FLAKY = "tests.cluster_fixtures:flaky_sim"
+SLOW_START = "tests.cluster_fixtures:slow_start_sim"  # a sim that takes SLOW_START_S to build, like a model load
+SLOW_START_S = 6.0
 POISON = "POISON"  # a prompt containing this always makes the flaky engine raise
 DELIMITER = "\n\n"
 # the real vLLM engines of the tests: a 1 GiB KV cache (~45k SmolLM2 tokens) whatever the NUMA node's size
@@ -35,6 +38,11 @@ class FlakySim(SimEngine):
 
 def flaky_sim(config: dict[str, Any]) -> FlakySim:
     return FlakySim(SimConfig(**config))
+
+
+def slow_start_sim(config: dict[str, Any]) -> SimEngine:
+    time.sleep(SLOW_START_S)
+    return SimEngine(SimConfig(**config))
 
 
 def prompts(n: int, seed: int = 0) -> dict[str, str]:

@@ -24,7 +24,7 @@ from storage.catalog import Catalog
 from storage.layout import RunPaths
 from storage.manifest import Manifest
 from storage.shards import committed_shards
-from tests.cluster_fixtures import capture_monitors
+from tests.cluster_fixtures import SLOW_START, SLOW_START_S, capture_monitors
 
 DUP_SEED, DUP_N, DUP_INDEX = 0, 160, 155  # 1-step arith problems, seed 0: problem 155 repeats an earlier one
 
@@ -124,6 +124,18 @@ def test_driver_holds_at_most_depth_shards_per_worker(ray_cluster, tmp_path):
     assert sorted(reported) == [f"shard-{i:06d}" for i in range(12)]  # each shard reported once
     assert most[0] <= 2 * 2  # depth x workers shards of problems outstanding, never the whole stream
     assert committed_shards(tmp_path / "data", "bounded") == set(reported)
+
+
+def test_the_search_clock_starts_once_every_engine_is_loaded(ray_cluster, tmp_path):
+    """An engine that takes SLOW_START_S to build (as vLLM takes a minute to load on CPU): that time is the
+    run's start-up, not idle engine time inside the search phase (which would count as orchestration
+    overhead and lower the search-phase tokens/s the busy-engine benchmark compares with raw vLLM)."""
+    cfg = _config(tmp_path / "data", **{"engine": {"backend": SLOW_START, "replicas": 2, "num_cpus": 0.5},
+                                        "problems.n": 16})
+    summary = execute(cfg, run_id="slow-start", progress=False, report=False)
+    assert summary.problems == 16 and summary.meter.usage.completion_tokens > 0
+    assert summary.startup_s >= SLOW_START_S - 0.5  # the engines were launched just before the workers
+    assert summary.startup_s + summary.search_wall_s <= summary.wall_s
 
 
 def test_every_generated_token_is_on_the_engine_timeline_and_in_the_report(ray_cluster, tmp_path, monkeypatch):
