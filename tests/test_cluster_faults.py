@@ -13,6 +13,7 @@ from cluster.pool import EnginePool, PoolConfig
 from cluster.sim_engine import SimEngine
 from search.program import run_programs, run_programs_async
 from tests.cluster_fixtures import arm_fault, capture_monitors, capture_pools, programs, prompts
+from tests.gated_sim import GATED
 
 WORKERS = 2  # worker nodes besides the head, 1 CPU each; every test starts with this many alive
 pytestmark = pytest.mark.ray_cluster(workers=WORKERS)
@@ -80,10 +81,12 @@ def _committed(root, run_id: str) -> int:
     return len(committed_shards(root, run_id))
 
 
-def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault):
+def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault, hold=None):
     """Run the same sim config twice through ``pipelines.run.execute``: undisturbed, then with ``fault(pool)``
     called once the engines have answered some requests; check every table against the undisturbed run and
-    return the faulted run's summary."""
+    return the faulted run's summary. The engines are gated sims: while the file ``hold`` holds ``*`` they
+    answer nothing (without it they are the plain sim)."""
+    hold = hold or tmp_path / "no-hold"
     import threading
 
     from pipelines.config import load_config
@@ -94,8 +97,8 @@ def _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, fault):
     pools = capture_pools(monkeypatch)
     root = tmp_path / "data"
     cfg = load_config(None, {"storage.root": str(root),
-                             "engine": {"backend": "sim", "replicas": 2, "num_cpus": 0.5,
-                                        "options": {"latency_s": 0.05}}, "problems.n": 24,
+                             "engine": {"backend": GATED, "replicas": 2, "num_cpus": 0.5,
+                                        "options": {"latency_s": 0.05, "hold": str(hold)}}, "problems.n": 24,
                              "problems.mix": {2: 0.5, 4: 0.5}, "storage.shard_size": 4,
                              "labeling.strategy": "binary", "mining.kinds": ["shortest"],
                              "mining.datasets": False, "ray.max_retries": 5})
@@ -140,14 +143,24 @@ def _capture_errors(errors: list[BaseException], results: list, fn, *args, **kwa
 
 def test_pipeline_with_a_killed_engine_actor_stores_the_same_rows_once(ray_cluster, tmp_path, monkeypatch):
     monitors = capture_monitors(monkeypatch)
+    hold = tmp_path / "hold"
 
     def kill_once_its_work_was_sampled(pool: EnginePool) -> None:
         # the faulted run's monitor (the second) has counted tokens of engine 0's first incarnation
         while len(monitors) < 2 or monitors[1].totals()[0].usage.completion_tokens == 0:
             time.sleep(0.01)
+        # hold every call: engine 0 finishes nothing more, so once the monitor's sample of it equals its own
+        # count and calls wait in it, the kill loses exactly the held calls and nothing that was delivered
+        hold.write_text("*\n")
+        while True:
+            live = ray.get(pool.actors[0].stats.remote())
+            if live["in_flight"] > 0 and monitors[1].totals()[0].usage.completion_tokens == live["completion_tokens"]:
+                break
+            time.sleep(0.01)
         ray.kill(pool.actors[0], no_restart=False)
+        hold.unlink()
 
-    summary = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, kill_once_its_work_was_sampled)
+    summary = _pipeline_with_fault(ray_cluster, tmp_path, monkeypatch, kill_once_its_work_was_sampled, hold)
     assert summary.meter.retried > 0  # the kill hit calls in flight
     # the restarted engine's earlier incarnation still counts: the engines generated at least what the pools
     # got back (more when the kill lost work in flight), and the timeline holds every counted token
