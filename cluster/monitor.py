@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import ray
@@ -31,7 +31,6 @@ import ray
 from cluster.requests import Usage
 
 INTERVAL_S = 1.0  # between samples: a killed incarnation loses at most this much of its counted work
-USAGE_KEYS = ("requests", "prompt_tokens", "cached_tokens", "completion_tokens")  # an actor's stats() has them
 MAX_POINTS = 240  # buckets of a stored timeline: 1 s buckets up to 4 minutes, wider beyond
 
 
@@ -103,7 +102,7 @@ class EngineMonitor:
                 for s in samples.values():
                     t.engine_s += s["engine_s"]
                     t.call_s += s["call_s"]
-                    t.usage.merge(Usage(**{k: s[k] for k in USAGE_KEYS}))
+                    t.usage.merge(Usage(**{f.name: s[f.name] for f in fields(Usage)}))  # stats() spreads its Usage
                 out.append(t)
         return out
 

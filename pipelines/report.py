@@ -358,7 +358,7 @@ def plot_throughput(data: RunData, cfg: ReportConfig) -> Panel:
                     [t / span for t, span in zip(tokens, spans, strict=True)], label=name)
         ax.set(xlabel="seconds into the search phase", ylabel="generated tokens/s")
         ax.legend(fontsize="small")
-        restarts = sum(stats.get("engine_incarnations", [])) - len(stats.get("engine_incarnations", []))
+        restarts = stats.get("engine_restarts", 0)
         notes.append(f"Generated tokens/s of each engine in {width:g} s buckets (engine: "
                      f"{data.run.get('engine') or '?'}; {stats.get('search_tokens_per_s', 0):.0f} tokens/s over the "
                      f"search phase, orchestration overhead {stats.get('orchestration_overhead', 0):.1%}"

@@ -83,6 +83,11 @@ class RunSummary:
         return max(0.0, 1 - self.engine_busy_s / capacity) if capacity else 0.0
 
     @property
+    def engine_restarts(self) -> int:
+        """Times Ray restarted an engine actor during the search (its earlier incarnations still count)."""
+        return sum(self.engine_incarnations) - len(self.engine_incarnations)
+
+    @property
     def search_tokens_per_s(self) -> float:
         """Generated tokens per second of the search phase (the engines' throughput as the run saw it)."""
         return self.meter.usage.completion_tokens / self.search_wall_s if self.search_wall_s else 0.0
@@ -100,7 +105,7 @@ class RunSummary:
         if self.validation is not None:
             out["validation"] = {c.name: c.violations for c in self.validation.checks}
         out.update(self.meter.stats())
-        out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s,
+        out.update(accuracy=self.accuracy, tokens_per_s=self.tokens_per_s, engine_restarts=self.engine_restarts,
                    search_tokens_per_s=self.search_tokens_per_s,
                    orchestration_overhead=self.orchestration_overhead)
         return out
@@ -124,7 +129,6 @@ def print_summary(console: Console, s: RunSummary) -> None:
     t.add_column(style="bold")
     t.add_column()
     m = s.meter.usage
-    restarts = sum(s.engine_incarnations) - len(s.engine_incarnations)
     rows = [
         ("problems", f"{s.problems} done" + (f", {s.skipped_shards} shards already committed" if s.skipped_shards else "")
          + (f", {s.failed_problems} failed" if s.failed_problems else "")),
@@ -140,7 +144,7 @@ def print_summary(console: Console, s: RunSummary) -> None:
                         f"{len(s.engine_busy_per_actor_s) or s.replicas} engine(s)) over a {s.search_wall_s:.1f} s "
                         f"search phase: orchestration overhead {s.orchestration_overhead:.1%}; "
                         f"{s.search_tokens_per_s:,.1f} tokens/s in the search phase"
-                        + (f"; {restarts} engine restart(s), their earlier work included" if restarts else "")),
+                        + (f"; {s.engine_restarts} engine restart(s), their earlier work included" if s.engine_restarts else "")),
         ("rejects", str(s.rejects)),
         ("mined", ", ".join(f"{k} {v}" for k, v in s.mined.items()) or "-"),
         ("data", f"{s.root}/runs/{s.run_id}/"),

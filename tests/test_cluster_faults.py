@@ -165,6 +165,7 @@ def test_pipeline_with_a_killed_engine_actor_stores_the_same_rows_once(ray_clust
     # the restarted engine's earlier incarnation still counts: the engines generated at least what the pools
     # got back (more when the kill lost work in flight), and the timeline holds every counted token
     assert summary.engine_incarnations[0] == 2 and summary.engine_incarnations[1] == 1
+    assert summary.engine_restarts == summary.stats()["engine_restarts"] == 1
     assert summary.engine_generated_tokens >= summary.meter.usage.completion_tokens > 0
     assert sum(map(sum, summary.engine_timeline["tokens"].values())) == summary.engine_generated_tokens
 
